@@ -1,0 +1,51 @@
+# The two commands of the FGVC book (see README.md):
+#   make book   build the rendered book into _build/html (creates .venv on first use)
+#   make test   run every test: fglib's unit tests and pytest --nbval over every chapter
+# and, for authors:
+#   make chapter CH=intro     re-sync book/intro.md -> .ipynb and re-execute it (outputs refreshed)
+#   make expected CH=intro    record the chapter's checked results in data/expected/intro.csv, then re-execute
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fglib-installed
+CHAPTERS := $(filter-out %/_toc.md,$(wildcard book/*.md))
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=900
+EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+           --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=1800
+
+.PHONY: book test venv chapter expected notebooks clean
+
+venv: $(STAMP)
+
+# The virtual environment is (re)built when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --config _config.yml --toc book/_toc.yml --warningiserror --nitpick --keep-going
+	@echo "Open _build/html/index.html"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests book $(NBVAL)
+
+chapter: $(STAMP)
+	@test -n "$(CH)" || { echo "usage: make chapter CH=<name of a book/<name>.md>"; exit 2; }
+	$(BIN)/jupytext --sync book/$(CH).md
+	$(EXECUTE) book/$(CH).ipynb
+
+expected: $(STAMP)
+	@test -n "$(CH)" || { echo "usage: make expected CH=<name of a book/<name>.md>"; exit 2; }
+	$(BIN)/jupytext --sync book/$(CH).md
+	FGLIB_UPDATE_EXPECTED=1 $(EXECUTE) book/$(CH).ipynb
+	$(EXECUTE) book/$(CH).ipynb
+	git diff --stat -- data/expected/$(CH).csv
+
+notebooks: $(STAMP)
+	for md in $(CHAPTERS); do $(MAKE) chapter CH=$$(basename $$md .md) || exit 1; done
+
+clean:
+	rm -rf _build

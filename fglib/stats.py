@@ -1,0 +1,55 @@
+"""Class-separability statistics used throughout the book.
+
+For features x_n with labels y_n, the within-class scatter S_W and between-class scatter S_B are
+    S_W = sum_c sum_{n: y_n = c} (x_n - mu_c)(x_n - mu_c)^T,
+    S_B = sum_c N_c (mu_c - mu)(mu_c - mu)^T,
+and their trace ratio tr(S_B) / tr(S_W) says how far apart classes are compared with how spread out
+each class is. Fine-grained data is exactly the case where this ratio is small.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _check(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"features must be a matrix (N, D), got shape {tuple(x.shape)}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"labels must have shape ({x.shape[0]},) to match the features, got {tuple(y.shape)}")
+
+
+def scatter_traces(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(tr S_W, tr S_B) of features x (N, D) with integer labels y (N,)."""
+    _check(x, y)
+    x = x.double()
+    classes, y_idx = torch.unique(y, return_inverse=True)
+    counts = torch.bincount(y_idx, minlength=len(classes)).double()                  # N_c
+    mu_c = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, y_idx, x) / counts[:, None]
+    mu = x.mean(0)
+    tr_w = ((x - mu_c[y_idx]) ** 2).sum()                                              # tr S_W
+    tr_b = (counts[:, None] * (mu_c - mu) ** 2).sum()                                  # tr S_B
+    return tr_w.item(), tr_b.item()
+
+
+def scatter_ratio(x: torch.Tensor, y: torch.Tensor) -> float:
+    """tr(S_B) / tr(S_W): large for easy (coarse) problems, small for fine-grained ones."""
+    tr_w, tr_b = scatter_traces(x, y)
+    if tr_w == 0:
+        raise ValueError("every class has zero spread (tr S_W = 0): the ratio is undefined")
+    return tr_b / tr_w
+
+
+def nearest_neighbour_accuracy(x_train: torch.Tensor, y_train: torch.Tensor,
+                               x_test: torch.Tensor, y_test: torch.Tensor) -> float:
+    """Top-1 accuracy of the 1-nearest-neighbour rule under squared Euclidean distance.
+
+    Ties are broken towards the lower training index (torch.argmin's rule).
+    """
+    _check(x_train, y_train)
+    _check(x_test, y_test)
+    if x_train.shape[1] != x_test.shape[1]:
+        raise ValueError(f"train features have {x_train.shape[1]} dims but test features {x_test.shape[1]}")
+    x_train, x_test = x_train.double(), x_test.double()
+    d2 = (x_test**2).sum(1, keepdim=True) - 2 * x_test @ x_train.T + (x_train**2).sum(1)  # ||a - b||^2
+    pred = y_train[d2.argmin(1)]
+    return (pred == y_test).double().mean().item()

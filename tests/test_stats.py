@@ -1,0 +1,98 @@
+"""fglib.stats and fglib.toy against slow references written from the equations."""
+import pytest
+import torch
+
+from fglib.stats import nearest_neighbour_accuracy, scatter_ratio, scatter_traces
+from fglib.toy import part_features
+
+
+def reference_traces(x, y):
+    """tr S_W and tr S_B with explicit loops over classes and samples."""
+    x = x.double()
+    mu = x.mean(0)
+    tr_w = tr_b = 0.0
+    for c in sorted(set(y.tolist())):
+        members = [x[n] for n in range(len(y)) if y[n] == c]
+        mu_c = sum(members) / len(members)
+        tr_w += sum(float(((m - mu_c) ** 2).sum()) for m in members)
+        tr_b += len(members) * float(((mu_c - mu) ** 2).sum())
+    return tr_w, tr_b
+
+
+def reference_1nn(xtr, ytr, xte, yte):
+    correct = 0
+    for a, ya in zip(xte, yte):
+        dists = [float(((a - b) ** 2).sum()) for b in xtr]
+        correct += int(ytr[dists.index(min(dists))] == ya)
+    return correct / len(yte)
+
+
+@pytest.mark.parametrize("n,dim,k", [(7, 3, 2), (23, 5, 4), (31, 1, 3)])
+def test_scatter_traces_match_loops(n, dim, k):
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, dim, generator=g)
+    y = torch.arange(n) % k * 5 + 2                   # non-contiguous labels on purpose
+    ours = scatter_traces(x, y)
+    ref = reference_traces(x, y)
+    assert ours == pytest.approx(ref, rel=1e-10)
+    assert scatter_ratio(x, y) == pytest.approx(ref[1] / ref[0], rel=1e-10)
+
+
+def test_total_scatter_decomposes():
+    # S_T = S_W + S_B: a property the loop reference does not use
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 6, generator=g), torch.randint(0, 5, (40,), generator=g)
+    tr_w, tr_b = scatter_traces(x, y)
+    tr_t = float(((x.double() - x.double().mean(0)) ** 2).sum())
+    assert tr_w + tr_b == pytest.approx(tr_t, rel=1e-10)
+
+
+def test_nearest_neighbour_matches_loops():
+    g = torch.Generator().manual_seed(1)
+    xtr, ytr = torch.randn(19, 4, generator=g), torch.randint(0, 3, (19,), generator=g)
+    xte, yte = torch.randn(11, 4, generator=g), torch.randint(0, 3, (11,), generator=g)
+    assert nearest_neighbour_accuracy(xtr, ytr, xte, yte) == pytest.approx(reference_1nn(xtr, ytr, xte, yte))
+
+
+def test_nearest_neighbour_of_training_set_is_itself():
+    x, y = torch.eye(5), torch.tensor([0, 1, 2, 3, 4])
+    assert nearest_neighbour_accuracy(x, y, x, y) == 1.0
+
+
+def test_bad_shapes_say_what_is_wrong():
+    with pytest.raises(ValueError, match="labels must have shape"):
+        scatter_ratio(torch.zeros(4, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="matrix"):
+        scatter_ratio(torch.zeros(4), torch.zeros(4))
+    with pytest.raises(ValueError, match="dims"):
+        nearest_neighbour_accuracy(torch.zeros(3, 2), torch.zeros(3), torch.zeros(2, 5), torch.zeros(2))
+    with pytest.raises(ValueError, match="zero spread"):
+        scatter_ratio(torch.ones(4, 2), torch.tensor([0, 0, 1, 1]))
+
+
+def test_toy_classes_differ_only_on_discriminative_parts():
+    f = part_features(num_classes=4, per_class=3, num_parts=5, dim=2, differing_parts=[1, 3],
+                      between_std=1.0, within_std=0.0, seed=0)
+    means = f.x.reshape(4, 3, 5, 2)[:, 0]                 # noise-free: every sample is its class mean
+    assert torch.equal(f.x.reshape(4, 3, 10)[:, 0], f.x.reshape(4, 3, 10)[:, 2])
+    for p in range(5):
+        differs = not torch.allclose(means[0, p], means[1, p])
+        assert differs == (p in (1, 3))
+    assert torch.equal(f.part([3]), f.x[:, 6:8])
+
+
+def test_toy_is_deterministic_and_checks_parts():
+    a = part_features(3, 4, 2, 2, [0], 1.0, 1.0, seed=5)
+    b = part_features(3, 4, 2, 2, [0], 1.0, 1.0, seed=5)
+    assert torch.equal(a.x, b.x)
+    with pytest.raises(ValueError, match="differing_parts"):
+        part_features(3, 4, 2, 2, [2], 1.0, 1.0, seed=5)
+
+
+def test_toy_ratio_follows_the_derivation():
+    # J ~ (1 - 1/K) |D|/P sigma_b^2/sigma_w^2 + (K-1)/(N-K), averaged over draws
+    K, n_per, P, d = 8, 50, 4, 6
+    ratios = [scatter_ratio(f.x, f.y) for f in
+              (part_features(K, n_per, P, d, [0], 1.0, 1.0, seed=s) for s in range(30))]
+    predicted = (1 - 1 / K) * 1 / P + (K - 1) / (K * n_per - K)
+    assert sum(ratios) / len(ratios) == pytest.approx(predicted, rel=0.1)
