@@ -1,0 +1,28 @@
+"""The results cache: identical configs are reused, changed configs retrain."""
+import pytest
+
+import fglib.runner as runner
+from fglib.config import book_profile
+
+TINY = {"data.image_size": 32, "data.synth": {"num_classes": 4, "images_per_class": 8, "families": 2},
+        "model.widths": (8, 16), "model.blocks": (1, 1), "train.epochs": 1, "train.batch_size": 8}
+
+
+def test_grid_reuses_identical_runs_and_retrains_changed_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("FGLIB_DATA_CACHE", str(tmp_path))
+    calls = []
+    real_train = runner.train
+    monkeypatch.setattr(runner, "train", lambda cfg, **kw: calls.append(cfg.key()) or real_train(cfg, **kw))
+    base = book_profile(**TINY)
+    variants = {"gap": {}, "bilinear": {"model.method": "bilinear", "model.bilinear_dim": 4}}
+    runs, summary = runner.grid(base, variants, seeds=[0, 1], progress=False)
+    assert len(calls) == 4 and len(runs) == 4
+    assert list(summary.index) == ["gap", "bilinear"]
+    assert summary.loc["gap", ("top1", "count")] == 2
+    assert summary.loc["gap", ("top1", "mean")] == pytest.approx(runs[runs.variant == "gap"].top1.mean())
+    again, _ = runner.grid(base, variants, seeds=[0, 1], progress=False)
+    assert len(calls) == 4 and again.top1.tolist() == runs.top1.tolist()      # all four reused
+    runner.grid(base.override(**{"train.lr": 0.05}), {"gap": {}}, seeds=[0], progress=False)
+    assert len(calls) == 5                                                      # a changed config retrains
+    model, result = runner.load_model(base.override(**{"train.seed": 1}))
+    assert result.key == runs.key[1] and sum(p.numel() for p in model.parameters()) > 0

@@ -1,0 +1,184 @@
+"""The training engine: determinism, resume, bad configs, the results cache, the CLI and DDP."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fglib.config import RunConfig, book_profile, paper_profile
+from fglib.train import ConfigError, check_config, epoch_batches, load_data, save_checkpoint, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"data.image_size": 32, "data.synth": {"num_classes": 4, "images_per_class": 8, "families": 2},
+        "model.widths": (8, 16), "model.blocks": (1, 1), "train.epochs": 3, "train.batch_size": 8,
+        "train.warmup_epochs": 0.5}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("FGLIB_DATA_CACHE")
+    os.environ["FGLIB_DATA_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("FGLIB_DATA_CACHE")
+    else:
+        os.environ["FGLIB_DATA_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def tiny(cache):
+    cfg = book_profile(**TINY)
+    return cfg, load_data(cfg)
+
+
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_same_config_same_result(tiny):
+    cfg, data = tiny
+    r1, r2 = train(cfg, data=data, progress=False), train(cfg, data=data, progress=False)
+    assert same_weights(r1.model, r2.model)
+    assert [h["loss"] for h in r1.history] == [h["loss"] for h in r2.history]
+    r3 = train(cfg.override(**{"train.seed": 1}), data=data, progress=False)
+    assert not same_weights(r1.model, r3.model)
+
+
+def test_every_loss_term_is_logged_per_step(tiny):
+    cfg, data = tiny
+    r = train(cfg.override(**{"train.epochs": 1}), data=data, progress=False)
+    assert len(r.history) == len(epoch_batches(data[0].labels, cfg, 0))
+    assert {"step", "epoch", "lr", "loss", "ce"} <= set(r.history[0])
+    assert 0 <= r.metrics["top1"] <= 1 and len(r.metrics["per_class"]) == data[0].num_classes
+    assert 0 <= r.metrics["within_family_errors"] <= 1
+
+
+def test_resume_equals_uninterrupted(tiny, tmp_path):
+    cfg, data = tiny
+    full = train(cfg, data=data, progress=False)
+    train(cfg, run_dir=tmp_path, data=data, progress=False, stop_after_epochs=1)   # "killed" after epoch 1
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    resumed = train(cfg, run_dir=tmp_path, data=data, progress=False)
+    assert same_weights(full.model, resumed.model)
+    assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
+
+
+def test_killed_process_resumes_to_the_same_weights(tiny, tmp_path, cache):
+    cfg, data = tiny
+    cfg = cfg.override(**{"train.epochs": 6})
+    args = [sys.executable, "-m", "fglib", "train", "--quiet", "--run-dir", str(tmp_path / "run"),
+            "--save-weights", str(tmp_path / "w.pt")]
+    for key, value in {**TINY, "train.epochs": 6}.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    env = {**os.environ, "FGLIB_DATA_CACHE": str(cache), "FGLIB_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)                       # no chance to clean up
+    proc.wait()
+    state = torch.load(ckpt, weights_only=False)
+    assert 1 <= state["epoch"] <= 6
+    subprocess.run(args, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)   # resume
+    full = train(cfg, data=data, progress=False)
+    resumed = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert all(torch.equal(resumed[k], v) for k, v in full.model.state_dict().items())
+
+
+def test_a_kill_during_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"epoch": 1})
+
+    def dies_halfway(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"epoch": 2})
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=False) == {"epoch": 1}
+
+
+def test_checkpoint_from_another_config_is_refused(tiny, tmp_path):
+    cfg, data = tiny
+    train(cfg, run_dir=tmp_path, data=data, progress=False, stop_after_epochs=1)
+    with pytest.raises(ConfigError, match="different config"):
+        train(cfg.override(**{"train.lr": 0.01}), run_dir=tmp_path, data=data, progress=False)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"data.image_size": 12, "model.widths": (8, 8, 8, 8), "model.blocks": (1, 1, 1, 1)}, "too small for backbone"),
+    ({"model.method": "nope"}, "unknown method 'nope'"),
+    ({"train.sampler": "balanced", "train.classes_per_batch": 2, "train.images_per_class": 50}, "cannot be filled"),
+    ({"train.sampler": "balanced", "train.classes_per_batch": 9}, "only 4 classes"),
+    ({"train.batch_size": 1000}, "exceeds"),
+])
+def test_bad_configs_fail_before_training(tiny, overrides, message):
+    cfg, data = tiny
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg.override(**overrides), data[0])
+
+
+def test_unknown_dataset_and_setting():
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        load_data(book_profile(**{"data.name": "imagenet"}))
+    with pytest.raises(ValueError, match="unknown setting"):
+        book_profile(**{"train.lrr": 0.1})
+    with pytest.raises(ConfigError, match="data.root"):
+        load_data(paper_profile("cub"))
+
+
+def test_balanced_batches(tiny):
+    cfg, data = tiny
+    cfg = cfg.override(**{"train.sampler": "balanced", "train.classes_per_batch": 2, "train.images_per_class": 3})
+    for b in epoch_batches(data[0].labels, cfg, 0):
+        labels = data[0].labels[b]
+        assert len(b) == 6 and len(set(b.tolist())) == 6
+        assert sorted(torch.bincount(labels).tolist()) [-2:] == [3, 3] and len(labels.unique()) == 2
+
+
+def test_config_key_and_round_trip():
+    a = book_profile()
+    assert a.key() == RunConfig.from_dict(a.to_dict()).key()
+    assert a.key() != a.override(**{"train.seed": 1}).key()
+    assert a.key() == a.override(**{"train.device": "cuda"}).key()     # the device does not change the result
+
+
+def test_cli_reports_a_bad_config_in_one_sentence(cache):
+    out = subprocess.run([sys.executable, "-m", "fglib", "train", "--image-size", "8", "--quiet"], cwd=ROOT,
+                         capture_output=True, text=True, env={**os.environ, "FGLIB_DATA_CACHE": str(cache)})
+    assert out.returncode == 2 and "too small for backbone" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ddp_two_processes_match_one(tiny, tmp_path, cache):
+    """torchrun with 2 CPU processes (gloo) trains like one process on the same global batches."""
+    cfg, data = tiny
+    cfg = cfg.override(**{"train.epochs": 1})
+    args = ["--quiet", "--out", str(tmp_path / "ddp.json"), "--save-weights", str(tmp_path / "ddp.pt")]
+    for key, value in {**TINY, "train.epochs": 1}.items():
+        args += ["--set", f"{key}={json.dumps(value)}"]
+    env = {**os.environ, "FGLIB_DATA_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    with socket.socket() as s:                             # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                    "--master_addr", "127.0.0.1", "--master_port", str(port),
+                    "-m", "fglib", "train", *args], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    single = train(cfg, data=data, progress=False)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    # batch norm normalises each half batch on its own process, and its running statistics are those
+    # of process 0, so the runs agree closely (learned parameters), not bit for bit
+    for name, p in single.model.named_parameters():
+        assert torch.allclose(ddp[name], p.detach(), atol=2e-2, rtol=0.05), name
+    history = json.loads((tmp_path / "ddp.json").read_text())["history"]
+    assert len(history) == len(single.history)
+    assert history[0]["loss"] == pytest.approx(single.history[0]["loss"], rel=0.05)
