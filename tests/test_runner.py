@@ -10,6 +10,7 @@ TINY = {"data.image_size": 32, "data.synth": {"num_classes": 4, "images_per_clas
 
 def test_grid_reuses_identical_runs_and_retrains_changed_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("FGLIB_DATA_CACHE", str(tmp_path))
+    monkeypatch.setenv("FGLIB_WORKERS", "1")                 # in-process, so the spy below sees every run
     calls = []
     real_train = runner.train
     monkeypatch.setattr(runner, "train", lambda cfg, **kw: calls.append(cfg.key()) or real_train(cfg, **kw))
@@ -26,3 +27,31 @@ def test_grid_reuses_identical_runs_and_retrains_changed_ones(tmp_path, monkeypa
     assert len(calls) == 5                                                      # a changed config retrains
     model, result = runner.load_model(base.override(**{"train.seed": 1}))
     assert result.key == runs.key[1] and sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_results_do_not_depend_on_threads_or_workers(tmp_path, monkeypatch):
+    """Every run trains on one thread, so 2 worker processes give the numbers of 1 in-process run."""
+    import torch
+
+    variants = {"gap": {}, "bilinear": {"model.method": "bilinear", "model.bilinear_dim": 4}}
+    base = book_profile(**{**TINY, "train.epochs": 2})
+    tops = []
+    for workers, threads in [(1, 2), (2, 1)]:
+        monkeypatch.setenv("FGLIB_DATA_CACHE", str(tmp_path / f"w{workers}"))
+        monkeypatch.setenv("FGLIB_WORKERS", str(workers))
+        torch.set_num_threads(threads)
+        runs, _ = runner.grid(base, variants, seeds=[0, 1], progress=False)
+        tops.append(runs.top1.tolist())
+    assert tops[0] == tops[1]
+
+
+def test_summarise_and_histories(tmp_path, monkeypatch):
+    monkeypatch.setenv("FGLIB_DATA_CACHE", str(tmp_path))
+    monkeypatch.setenv("FGLIB_WORKERS", "1")
+    runs, summary = runner.grid(book_profile(**TINY), {"gap": {}}, seeds=[0, 1], progress=False)
+    text = runner.summarise(summary, ["top1"]).loc["gap", "top1"]
+    mean, std = runs.top1.mean(), runs.top1.std()
+    assert text == f"{mean:.1f} ± {std:.1f} (2)"
+    h = runner.histories(runs)
+    assert set(h.term) == {"loss", "ce"} and set(h.seed) == {0, 1}
+    assert len(h) == 2 * 2 * len(h[(h.seed == 0) & (h.term == "ce")])

@@ -182,3 +182,13 @@ def test_ddp_two_processes_match_one(tiny, tmp_path, cache):
     history = json.loads((tmp_path / "ddp.json").read_text())["history"]
     assert len(history) == len(single.history)
     assert history[0]["loss"] == pytest.approx(single.history[0]["loss"], rel=0.05)
+
+
+def test_discriminative_parts_follow_the_file(tiny, cache):
+    cfg, (train_set, _) = tiny
+    disc = train_set.discriminative_parts()
+    assert disc.shape == (len(train_set), len(train_set.part_names)) and disc.any(1).all()
+    root = next(Path(cache).glob("synth-*"))
+    first = (root / "synth" / "discriminative_parts.txt").read_text().split("\n")[0].split()
+    listed = {int(p) - 1 for p in first[2].split(",")}
+    assert set(torch.nonzero(train_set.disc_parts[0]).flatten().tolist()) == listed

@@ -24,6 +24,13 @@ class ImageTensors:
     families: torch.Tensor | None   # (num_classes,) int64 family of each class, when the dataset has them
     num_classes: int
     part_names: list[str]
+    disc_parts: torch.Tensor | None = None   # (num_classes, P) bool: parts that tell a class from its nearest class
+
+    def discriminative_parts(self) -> torch.Tensor:
+        """(N, P) bool: for every image, the parts that distinguish its class (benchmark only)."""
+        if self.disc_parts is None:
+            raise ValueError("this dataset records no discriminative parts (only the generated benchmark does)")
+        return self.disc_parts[self.labels]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -49,10 +56,28 @@ def _read_families(root: Path, num_classes: int) -> torch.Tensor | None:
     return torch.tensor([fam[i] for i in ids])
 
 
+def _read_disc_parts(root: Path, num_classes: int, num_parts: int) -> torch.Tensor | None:
+    path = root / "synth" / "discriminative_parts.txt"
+    if not path.exists() or num_parts == 0:
+        return None
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            cid, _nearest, parts = line.split()[:3]
+            rows[int(cid)] = [int(p) - 1 for p in parts.split(",")]      # part ids are 1-based in the file
+    ids = sorted(rows)
+    if len(ids) != num_classes:
+        raise ValueError(f"{path} lists {len(ids)} classes but the dataset has {num_classes}")
+    mask = torch.zeros(num_classes, num_parts, dtype=torch.bool)
+    for label, cid in enumerate(ids):
+        mask[label, rows[cid]] = True
+    return mask
+
+
 def load_tensors(dataset, image_size: int, cache_dir: Path | None = None) -> ImageTensors:
     """Decode every image of a CUBDataset split once, resized to image_size, cached as a .pt file."""
     root = Path(dataset.root)
-    key = hashlib.sha1(f"{root.resolve()}|{dataset.split}|{image_size}|v1".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{root.resolve()}|{dataset.split}|{image_size}|v2".encode()).hexdigest()[:12]
     cache = (cache_dir or root) / f".tensors-{dataset.split}-{image_size}-{key}.pt"
     if cache.exists():
         return ImageTensors(**torch.load(cache, weights_only=False))
@@ -70,7 +95,8 @@ def load_tensors(dataset, image_size: int, cache_dir: Path | None = None) -> Ima
             parts[i, :, 1] *= sy
     out = dict(images=images, labels=torch.tensor(dataset.labels, dtype=torch.int64), parts=parts,
                families=_read_families(root, dataset.num_classes), num_classes=dataset.num_classes,
-               part_names=list(getattr(dataset, "part_names", [])))
+               part_names=list(getattr(dataset, "part_names", [])),
+               disc_parts=_read_disc_parts(root, dataset.num_classes, 0 if parts is None else parts.shape[1]))
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")                # processes (DDP ranks) may race here
     torch.save(out, tmp)
     tmp.replace(cache)                       # atomic: a killed run never leaves half a cache file

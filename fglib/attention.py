@@ -1,0 +1,41 @@
+"""Does a model look at the part that tells the classes apart?
+
+Given attention maps A (B, h, w) over an image of S x S pixels (class activation maps, channel
+maps, gates...), the peak of A is the centre of its arg-max cell, ((j + 1/2) S/w, (i + 1/2) S/h).
+The peak "hits" when it lies within `radius` pixels of a visible discriminative part of the image's
+class, the ground truth that the generated benchmark records for every class.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def peak_xy(maps: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(B, h, w) -> (B, 2) pixel coordinates (x, y) of each map's maximum."""
+    b, h, w = maps.shape
+    flat = maps.reshape(b, h * w).argmax(1)
+    i, j = flat // w, flat % w
+    return torch.stack([(j + 0.5) * image_size / w, (i + 0.5) * image_size / h], 1)
+
+
+def distance_to_parts(xy: torch.Tensor, parts: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """Distance from each point (B, 2) to the nearest visible part among `which` (B, P) -> (B,), inf if none."""
+    d = (parts[..., :2] - xy[:, None, :]).norm(dim=2)                   # (B, P)
+    usable = which & (parts[..., 2] > 0)
+    return torch.where(usable, d, torch.full_like(d, float("inf"))).min(1).values
+
+
+def peak_on_part(maps: torch.Tensor, parts: torch.Tensor, which: torch.Tensor, image_size: int,
+                 radius: float) -> torch.Tensor:
+    """(B,) bool: the map's peak is within radius pixels of one of the visible parts in `which`."""
+    return distance_to_parts(peak_xy(maps, image_size), parts, which) <= radius
+
+
+def chance_on_part(shape: tuple[int, int], parts: torch.Tensor, which: torch.Tensor, image_size: int,
+                   radius: float) -> torch.Tensor:
+    """(B,) the hit rate of a peak placed uniformly at random on the h x w grid (the chance level)."""
+    h, w = shape
+    ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    centres = torch.stack([(jj.flatten() + 0.5) * image_size / w, (ii.flatten() + 0.5) * image_size / h], 1)
+    hits = torch.stack([distance_to_parts(c.expand(len(parts), 2), parts, which) <= radius for c in centres], 1)
+    return hits.float().mean(1)

@@ -1,0 +1,47 @@
+"""fglib.attention against a loop reference written from the definitions."""
+import math
+
+import torch
+
+from fglib.attention import chance_on_part, peak_on_part, peak_xy
+
+
+def reference_hit(m, parts, which, size, radius):
+    h, w = m.shape
+    best, bi, bj = -math.inf, 0, 0
+    for i in range(h):
+        for j in range(w):
+            if m[i, j] > best:
+                best, bi, bj = m[i, j].item(), i, j
+    x, y = (bj + 0.5) * size / w, (bi + 0.5) * size / h
+    return any(which[p] and parts[p, 2] > 0 and math.dist((x, y), parts[p, :2].tolist()) <= radius
+               for p in range(len(parts)))
+
+
+def test_peak_xy_on_an_odd_grid():
+    m = torch.zeros(1, 3, 5)
+    m[0, 2, 1] = 1
+    assert peak_xy(m, 30).tolist() == [[9.0, 25.0]]
+
+
+def test_peak_on_part_matches_loops():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(20, 4, 6, generator=g)
+    parts = torch.cat([torch.rand(20, 5, 2, generator=g) * 48, (torch.rand(20, 5, 1, generator=g) > 0.2).float()], 2)
+    which = torch.rand(20, 5, generator=g) > 0.5
+    ours = peak_on_part(maps, parts, which, 48, radius=10)
+    assert ours.tolist() == [reference_hit(maps[b], parts[b], which[b], 48, 10) for b in range(20)]
+
+
+def test_invisible_or_other_parts_never_hit():
+    maps = torch.zeros(1, 2, 2)
+    maps[0, 0, 0] = 1                                          # peak at (8, 8) for a 32 px image
+    parts = torch.tensor([[[8.0, 8.0, 0.0], [8.0, 8.0, 1.0]]])
+    assert not peak_on_part(maps, parts, torch.tensor([[True, False]]), 32, 1).item()
+    assert peak_on_part(maps, parts, torch.tensor([[False, True]]), 32, 1).item()
+
+
+def test_chance_is_the_share_of_cells_near_the_part():
+    parts = torch.tensor([[[8.0, 8.0, 1.0]]])
+    # 4 x 4 grid on 32 px: centres at 4, 12, 20, 28; within 6 px of (8, 8): the 4 centres (4|12, 4|12)
+    assert chance_on_part((4, 4), parts, torch.tensor([[True]]), 32, 6).item() == 4 / 16
