@@ -39,3 +39,23 @@ def chance_on_part(shape: tuple[int, int], parts: torch.Tensor, which: torch.Ten
     centres = torch.stack([(jj.flatten() + 0.5) * image_size / w, (ii.flatten() + 0.5) * image_size / h], 1)
     hits = torch.stack([distance_to_parts(c.expand(len(parts), 2), parts, which) <= radius for c in centres], 1)
     return hits.float().mean(1)
+
+
+def nearest_part(xy: torch.Tensor, parts: torch.Tensor, radius: float) -> torch.Tensor:
+    """(B, 2) points -> (B,) index of the nearest visible part within `radius` pixels, or -1 (background)."""
+    d = (parts[..., :2] - xy[:, None, :]).norm(dim=2)
+    d = torch.where(parts[..., 2] > 0, d, torch.full_like(d, float("inf")))
+    dist, idx = d.min(1)
+    return torch.where(dist <= radius, idx, torch.full_like(idx, -1))
+
+
+def parts_hit(maps: torch.Tensor, parts: torch.Tensor, image_size: int, radius: float) -> torch.Tensor:
+    """Maps (B, M, h, w), e.g. the xi channels of one class -> (B, M) the part each map's peak lands on (-1: none)."""
+    b, m, h, w = maps.shape
+    xy = peak_xy(maps.reshape(b * m, h, w), image_size)
+    return nearest_part(xy, parts.repeat_interleave(m, 0), radius).reshape(b, m)
+
+
+def distinct_parts(hits: torch.Tensor) -> torch.Tensor:
+    """(B, M) part indices (-1 = none) -> (B,) number of different parts among them."""
+    return torch.tensor([len(set(row) - {-1}) for row in hits.tolist()])

@@ -15,11 +15,12 @@ from fglib.data.memory import augment, normalise
 from fglib.train import build
 
 
-def bench(image_size: int = 64, method: str = "baseline", batch_size: int = 64, steps: int = 30,
-          widths: tuple[int, ...] = (16, 32, 64, 128), num_classes: int = 24, n_images: int = 1536) -> dict:
+def bench(image_size: int = 48, method: str = "baseline", batch_size: int = 64, steps: int = 30,
+          widths: tuple[int, ...] = (16, 32, 64, 128), num_classes: int = 24, n_images: int = 1536,
+          amp: bool = True) -> dict:
     cfg = book_profile(**{"data.image_size": image_size, "model.method": method, "train.batch_size": batch_size,
                           "model.widths": widths, "model.blocks": (1,) * len(widths)})
-    model = build(cfg, num_classes).train()
+    model = build(cfg, num_classes).train().to(memory_format=torch.channels_last)   # as fglib.train does
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.randint(0, 256, (n_images, 3, image_size, image_size), dtype=torch.uint8)
     labels = torch.randint(0, num_classes, (n_images,))
@@ -29,11 +30,12 @@ def bench(image_size: int = 64, method: str = "baseline", batch_size: int = 64, 
     for step in range(steps + 5):                      # the first 5 steps warm up and are not counted
         t0 = time.perf_counter()
         idx = torch.randint(0, n_images, (batch_size,), generator=g)
-        x = normalise(augment(images[idx], 4, True, g), mean, std)
+        x = normalise(augment(images[idx], 4, True, g), mean, std).contiguous(memory_format=torch.channels_last)
         y = labels[idx]
         t1 = time.perf_counter()
-        _, losses = model(x, y)
-        loss = sum(losses.values())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            _, losses = model(x, y)
+            loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -41,26 +43,29 @@ def bench(image_size: int = 64, method: str = "baseline", batch_size: int = 64, 
         if step >= 5:
             t_data, t_model = t_data + t1 - t0, t_model + t2 - t1
     step_s = (t_data + t_model) / steps
-    return {"image_size": image_size, "method": method, "batch": batch_size, "threads": torch.get_num_threads(),
+    return {"image_size": image_size, "method": method, "amp": amp, "batch": batch_size,
+            "threads": torch.get_num_threads(),
             "step_ms": 1000 * step_s, "images_per_s": batch_size / step_s,
             "outside_model_pct": 100 * t_data / (t_data + t_model)}
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--image-size", type=int, nargs="+", default=[48, 64])
+    p.add_argument("--image-size", type=int, nargs="+", default=[48])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--method", nargs="+", default=["baseline", "bilinear"])
     p.add_argument("--steps", type=int, default=30)
     args = p.parse_args(argv)
-    print(f"{'size':>5} {'method':>9} {'threads':>7} {'step ms':>8} {'img/s':>7} {'outside model':>13}")
+    print(f"{'size':>5} {'method':>9} {'precision':>9} {'threads':>7} {'step ms':>8} {'img/s':>7} "
+          f"{'outside model':>13}")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for size in args.image_size:
             for method in args.method:
-                r = bench(size, method, steps=args.steps)
-                print(f"{size:>5} {method:>9} {threads:>7} {r['step_ms']:>8.1f} {r['images_per_s']:>7.0f} "
-                      f"{r['outside_model_pct']:>12.1f}%")
+                for amp in (False, True):
+                    r = bench(size, method, steps=args.steps, amp=amp)
+                    print(f"{size:>5} {method:>9} {'bf16' if amp else 'fp32':>9} {threads:>7} {r['step_ms']:>8.1f} "
+                          f"{r['images_per_s']:>7.0f} {r['outside_model_pct']:>12.1f}%")
 
 
 if __name__ == "__main__":

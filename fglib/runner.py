@@ -67,14 +67,12 @@ def _worker(cfg_dict: dict) -> str:
 
 def run_many(cfgs: list[RunConfig], progress: bool | None = None, workers: int | None = None) -> list[RunResult]:
     """Run configs (cached ones are read back), in parallel worker processes of one thread each."""
-    from tqdm.auto import tqdm
-
-    from fglib.train import _progress_enabled
+    from fglib.runtime import progress_bar
 
     missing = list({c.key(): c for c in cfgs if not (runs_dir() / c.key() / "result.json").exists()}.values())
     workers = workers or int(os.environ.get("FGLIB_WORKERS", "0")) or (os.cpu_count() or 1)
     workers = min(workers, len(missing))
-    bar = tqdm(total=len(missing), desc="runs", unit="run", disable=not _progress_enabled(progress) or not missing)
+    bar = progress_bar(progress if missing else False, total=len(missing), desc="runs", unit="run")
     if workers > 1:
         for c in {json.dumps(asdict(c.data), sort_keys=True): c for c in missing}.values():
             load_data(c)                              # generate and cache each dataset once, before the workers

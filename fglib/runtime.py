@@ -56,3 +56,21 @@ def setup(seed: int = 0, threads: int | None = None, plots: bool = True) -> Runt
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # the thread count is not part of the printed line: outputs must not depend on the machine
     return Runtime(threads=n, seed=seed, torch_version=torch.__version__.split("+")[0], device=device)
+
+
+def progress_enabled(progress: bool | None = None) -> bool:
+    """Progress bars: on by default, off under CI or with FGLIB_PROGRESS=0 (as under `make test`)."""
+    if progress is not None:
+        return progress
+    return not os.environ.get("CI") and os.environ.get("FGLIB_PROGRESS", "1") != "0"
+
+
+def progress_bar(enabled: bool | None = None, **kwargs):
+    """A tqdm bar (a widget in JupyterLab, text elsewhere), or a silent one when disabled."""
+    if not progress_enabled(enabled):
+        from tqdm.std import tqdm
+
+        return tqdm(disable=True, **kwargs)
+    from tqdm.auto import tqdm
+
+    return tqdm(**kwargs)

@@ -45,3 +45,17 @@ def test_chance_is_the_share_of_cells_near_the_part():
     parts = torch.tensor([[[8.0, 8.0, 1.0]]])
     # 4 x 4 grid on 32 px: centres at 4, 12, 20, 28; within 6 px of (8, 8): the 4 centres (4|12, 4|12)
     assert chance_on_part((4, 4), parts, torch.tensor([[True]]), 32, 6).item() == 4 / 16
+
+
+def test_parts_hit_and_distinct_parts():
+    from fglib.attention import distinct_parts, parts_hit
+
+    parts = torch.tensor([[[4.0, 4.0, 1.0], [28.0, 28.0, 1.0], [4.0, 28.0, 0.0]]])   # third part invisible
+    maps = torch.zeros(1, 4, 4, 4)
+    maps[0, 0, 0, 0] = 1      # peak (4, 4): part 0
+    maps[0, 1, 3, 3] = 1      # peak (28, 28): part 1
+    maps[0, 2, 3, 0] = 1      # peak (4, 28): only the invisible part is there -> none
+    maps[0, 3, 0, 0] = 1      # part 0 again
+    hits = parts_hit(maps, parts, 32, radius=3)
+    assert hits.tolist() == [[0, 1, -1, 0]]
+    assert distinct_parts(hits).tolist() == [2]

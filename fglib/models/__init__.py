@@ -10,11 +10,23 @@ from typing import Callable
 from torch import nn
 
 from fglib.models.baseline import BilinearClassifier, GAPClassifier
+from fglib.models.mcloss import MCLossClassifier
+
+
+def _options(cfg, allowed: set[str], method: str) -> dict:
+    unknown = set(cfg.options) - allowed
+    if unknown:
+        raise ValueError(f"model.options {sorted(unknown)} are not settings of {method!r}; it takes {sorted(allowed)}")
+    return dict(cfg.options)
+
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "baseline": lambda backbone, num_classes, cfg: GAPClassifier(backbone, num_classes, dropout=cfg.dropout),
     "bilinear": lambda backbone, num_classes, cfg: BilinearClassifier(backbone, num_classes, dim=cfg.bilinear_dim,
                                                                        dropout=cfg.dropout),
+    "mcloss": lambda backbone, num_classes, cfg: MCLossClassifier(
+        backbone, num_classes, dropout=cfg.dropout,
+        **_options(cfg, {"xi", "mu", "lam", "mask", "use_dis", "use_div"}, "mcloss")),
 }
 
 

@@ -34,10 +34,21 @@ class GAPClassifier(nn.Module):
 
 
 def bilinear_pool(fmap: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) -> (B, C*C): average outer product, signed square root, L2 normalisation."""
+    """(B, C, h, w) -> (B, C*C): average outer product, signed square root, L2 normalisation.
+
+    Computed in float32 even under mixed precision: the square root of tiny co-activations and the
+    normalisation lose all precision in bfloat16.
+    """
     b, c, h, w = fmap.shape
-    x = fmap.reshape(b, c, h * w)
-    bil = torch.bmm(x, x.transpose(1, 2)) / (h * w)                 # B = (1/hw) sum x x^T
+    if fmap.dtype in (torch.float16, torch.bfloat16):
+        fmap = fmap.float()
+    with torch.autocast(fmap.device.type, enabled=False):
+        return _bilinear_pool_fp32(fmap.reshape(b, c, h * w), h * w)
+
+
+def _bilinear_pool_fp32(x: torch.Tensor, hw: int) -> torch.Tensor:
+    b, c, _ = x.shape
+    bil = torch.bmm(x, x.transpose(1, 2)) / hw                      # B = (1/hw) sum x x^T
     bil = bil.reshape(b, c * c)
     bil = torch.sign(bil) * torch.sqrt(bil.abs() + 1e-10)           # sign(B) sqrt|B|
     return F.normalize(bil, dim=1)                                  # B / ||B||_2
