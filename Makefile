@@ -30,7 +30,7 @@ book: $(STAMP)
 	@echo "Open _build/html/index.html"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests book $(NBVAL)
+	FGLIB_PROGRESS=0 $(BIN)/python -m pytest tests book $(NBVAL)
 
 chapter: $(STAMP)
 	@test -n "$(CH)" || { echo "usage: make chapter CH=<name of a book/<name>.md>"; exit 2; }

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 # bump when a change to the engine changes results, so cached runs are not reused across it
-ENGINE_VERSION = 2
+ENGINE_VERSION = 3
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 15
+    epochs: int = 25
     batch_size: int = 64
     lr: float = 0.1
     momentum: float = 0.9
@@ -53,7 +53,8 @@ class TrainConfig:
     images_per_class: int = 4
     eval_every: int = 0                # evaluate on the test split every n epochs (0: only at the end)
     device: str = "auto"               # "auto", "cpu" or "cuda"
-    amp: bool = True                   # mixed precision on CUDA (ignored on the CPU)
+    amp: bool = True                   # mixed precision: float16 on CUDA, bfloat16 on the CPU (about 2x faster
+                                       # where the CPU has bf16 instructions; set False on older CPUs)
 
 
 @dataclass

@@ -92,6 +92,9 @@ def check_config(cfg: RunConfig, train: ImageTensors | None = None) -> None:
         raise ConfigError(f"unknown method {m.method!r}; known methods: {', '.join(sorted(MODELS))}")
     if t.sampler not in ("random", "balanced"):
         raise ConfigError(f"train.sampler must be 'random' or 'balanced', got {t.sampler!r}")
+    if m.method == "apinet" and (t.sampler != "balanced" or t.images_per_class < 2 or t.classes_per_batch < 2):
+        raise ConfigError("API-Net pairs images inside a batch: use train.sampler='balanced' with "
+                          "train.images_per_class >= 2 and train.classes_per_batch >= 2")
     stride = 2 ** (len(m.widths) - 1) if m.backbone == "small_resnet" else 32
     if d.image_size < 2 * stride:
         raise ConfigError(f"data.image_size={d.image_size} is too small for backbone {m.backbone!r} with output "

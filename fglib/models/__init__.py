@@ -10,6 +10,7 @@ from typing import Callable
 from torch import nn
 
 from fglib.models.baseline import BilinearClassifier, GAPClassifier
+from fglib.models.apinet import APINet
 from fglib.models.mcloss import MCLossClassifier
 
 
@@ -27,6 +28,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mcloss": lambda backbone, num_classes, cfg: MCLossClassifier(
         backbone, num_classes, dropout=cfg.dropout,
         **_options(cfg, {"xi", "mu", "lam", "mask", "use_dis", "use_div"}, "mcloss")),
+    "apinet": lambda backbone, num_classes, cfg: APINet(
+        backbone, num_classes, dropout=cfg.dropout,
+        **_options(cfg, {"lam", "margin", "pairs", "use_rank", "hidden", "mlp_dropout"}, "apinet")),
 }
 
 
