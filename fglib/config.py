@@ -20,7 +20,9 @@ class DataConfig:
     root: str | None = None            # folder of a real dataset; the benchmark is generated into the cache
     image_size: int = 48               # side of the square image the model sees (book scale: 48)
     synth: dict[str, Any] = field(default_factory=dict)   # SynthConfig overrides for the benchmark
-    in_memory: bool = True             # the fast path: uint8 tensors + batched augmentation
+    in_memory: bool = True             # the fast path: uint8 tensors + batched augmentation; False: files
+                                       # through torchvision transforms and a DataLoader (real datasets)
+    workers: int = 4                   # DataLoader worker processes when in_memory is False
     crop_padding: int = 4              # random-crop augmentation: pad then crop back (in pixels)
     flip: bool = True                  # random horizontal flips while training
 

@@ -47,19 +47,32 @@ def load_data(cfg: RunConfig) -> tuple[ImageTensors, ImageTensors]:
     from fglib.data.cub import CUBDataset
     from fglib.data.memory import load_tensors
 
+    from fglib.data.real import DATASETS
+
     d = cfg.data
     if d.name == "synth":
         from fglib.data.synth import SynthConfig, synthetic_benchmark
 
         synth = SynthConfig(**{"image_size": d.image_size, **d.synth})
         root = synthetic_benchmark(synth)
+    elif not d.in_memory and d.name in DATASETS:
+        if d.root is None:
+            raise ConfigError(f"dataset {d.name!r} needs data.root, the folder that holds it "
+                              f"(get it with `python -m fglib data prepare {d.name} --root DIR`)")
+        root = Path(d.root)
     elif d.name in ("cub", "nabirds"):
         if d.root is None:
             raise ConfigError(f"dataset {d.name!r} needs data.root, the folder that holds it "
                               f"(get it with `python -m fglib.data.download prepare {d.name} --root DIR`)")
         root = Path(d.root)
     else:
-        raise ConfigError(f"unknown dataset {d.name!r} for the in-memory path: use 'synth', 'cub' or 'nabirds'")
+        raise ConfigError(f"unknown dataset {d.name!r}: use 'synth', or one of {sorted(DATASETS)} "
+                          "(in memory only 'cub' and 'nabirds'; the others need data.in_memory=False)")
+    if not d.in_memory:                                             # the paper-scale path: files + DataLoader
+        from fglib.data.files import open_split
+
+        return (open_split(d.name, root, "train", d.image_size, train=True, flip=d.flip, workers=d.workers),
+                open_split(d.name, root, "test", d.image_size, train=False, workers=d.workers))
     return (load_tensors(CUBDataset(root, "train"), d.image_size),
             load_tensors(CUBDataset(root, "test"), d.image_size))
 
@@ -148,6 +161,10 @@ def predict(model: nn.Module, data: ImageTensors, mean: torch.Tensor, std: torch
             batch_size: int = 256, device: torch.device | str = "cpu") -> torch.Tensor:
     """Logits for every image of `data` (eval mode, no augmentation, full precision)."""
     model.eval()
+    if not isinstance(data, ImageTensors):                          # files: already normalised tensors
+        batches = list(torch.arange(len(data)).split(batch_size))
+        return torch.cat([model(x.to(device).contiguous(memory_format=torch.channels_last))[0].float().cpu()
+                          for x, _ in data.batches(batches)])
     out = [model(normalise(data.images[i:i + batch_size], mean, std).to(device)
                  .contiguous(memory_format=torch.channels_last))[0].float().cpu()
            for i in range(0, len(data), batch_size)]
@@ -209,6 +226,10 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
     if t.batch_size % world:
         raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by the {world} processes")
+    if t.sampler == "balanced" and t.classes_per_batch % world:
+        # batches are ordered class by class and split in contiguous chunks: each process needs whole classes
+        raise ConfigError(f"train.classes_per_batch={t.classes_per_batch} must be divisible by the {world} "
+                          "processes, so that every process receives whole classes of a balanced batch")
     device = _device(cfg)
 
     torch.manual_seed(t.seed)                                       # model initialisation
@@ -220,7 +241,8 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
     if world > 1 and device.type == "cuda":                         # batch statistics over the whole batch
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)      # (CUDA only; on CPU each process has its own)
     ddp_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    mean, std = train_set.mean_std()
+    in_memory = isinstance(train_set, ImageTensors)
+    mean, std = train_set.mean_std() if in_memory else (None, None)   # files are normalised by their transforms
     model = model.to(memory_format=torch.channels_last)            # the layout oneDNN / cuDNN convolve fastest
     # mixed precision: float16 with loss scaling on CUDA, bfloat16 (no scaling needed) on the CPU
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -247,12 +269,16 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
         tic = time.perf_counter()
         ddp_model.train()
         g = torch.Generator().manual_seed(t.seed * 100_003 + epoch + 7)
-        for i, idx in enumerate(epoch_batches(train_set.labels, cfg, epoch)):
+        index_batches = epoch_batches(train_set.labels, cfg, epoch)
+        if in_memory:                                               # batched crop + flip on uint8 tensors
+            stream = ((normalise(augment(train_set.images[idx], cfg.data.crop_padding, cfg.data.flip, g), mean, std),
+                       train_set.labels[idx]) for idx in index_batches)
+        else:                                                       # torchvision transforms in DataLoader workers
+            stream = train_set.batches(index_batches)
+        for i, (x, y) in enumerate(stream):
             step = epoch * steps_per_epoch + i
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps_per_epoch, cfg)
-            x = augment(train_set.images[idx], cfg.data.crop_padding, cfg.data.flip, g)
-            x, y = normalise(x, mean, std), train_set.labels[idx]
             if world > 1:                                           # each process takes its share of the batch
                 x, y = x.chunk(world)[rank], y.chunk(world)[rank]
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -266,7 +292,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
             scaler.update()
             history.append({"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
                             "loss": loss.item(), **{k: v.item() for k, v in losses.items()}})
-            images += len(idx)
+            images += len(y) * world
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         seconds += time.perf_counter() - tic

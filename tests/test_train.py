@@ -193,3 +193,25 @@ def test_discriminative_parts_follow_the_file(tiny, cache):
     first = (root / "synth" / "discriminative_parts.txt").read_text().split("\n")[0].split()
     listed = {int(p) - 1 for p in first[2].split(",")}
     assert set(torch.nonzero(train_set.disc_parts[0]).flatten().tolist()) == listed
+
+
+def test_file_path_trains_through_a_dataloader(tiny, cache):
+    """data.in_memory=False: images decoded from files by torchvision transforms in a DataLoader."""
+    from fglib.data.files import FileSplit
+
+    cfg, _ = tiny
+    root = next(Path(cache).glob("synth-*"))
+    cfg = cfg.override(**{"data.in_memory": False, "data.root": str(root), "data.workers": 0, "train.epochs": 1})
+    train_set, test_set = load_data(cfg)
+    assert isinstance(train_set, FileSplit) and len(train_set) == 16 and train_set.num_classes == 4
+    x, y = next(train_set.batches([torch.tensor([0, 3, 5])]))
+    assert x.shape == (3, 3, 32, 32) and x.dtype == torch.float32 and y.tolist() == train_set.labels[[0, 3, 5]].tolist()
+    r = train(cfg, data=(train_set, test_set), progress=False)
+    assert 0 <= r.metrics["top1"] <= 1 and len(r.history) == 2
+
+
+def test_paper_profile_uses_the_file_path_and_resnet50():
+    cfg = paper_profile("cub", root="/nonexistent")
+    assert not cfg.data.in_memory and cfg.data.image_size == 448 and cfg.model.backbone == "resnet50"
+    with pytest.raises(FileNotFoundError, match="prepare"):
+        load_data(cfg)
