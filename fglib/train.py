@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -315,7 +315,3 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
     result.model = model                                            # not serialised; for CAMs in notebooks
     result.normalisation = (mean, std)
     return result
-
-
-def result_to_json(result: RunResult) -> dict[str, Any]:
-    return asdict(result)
