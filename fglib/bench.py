@@ -15,7 +15,7 @@ from fglib.data.memory import augment, normalise
 from fglib.train import build
 
 
-def bench(image_size: int = 48, method: str = "baseline", batch_size: int = 64, steps: int = 30,
+def bench(image_size: int = 40, method: str = "baseline", batch_size: int = 64, steps: int = 30,
           widths: tuple[int, ...] = (16, 32, 64, 128), num_classes: int = 24, n_images: int = 1536,
           amp: bool = True) -> dict:
     cfg = book_profile(**{"data.image_size": image_size, "model.method": method, "train.batch_size": batch_size,
@@ -52,7 +52,7 @@ def bench(image_size: int = 48, method: str = "baseline", batch_size: int = 64, 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--image-size", type=int, nargs="+", default=[48])
+    p.add_argument("--image-size", type=int, nargs="+", default=[40])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--method", nargs="+", default=["baseline", "bilinear"])
     p.add_argument("--steps", type=int, default=30)

@@ -18,7 +18,7 @@ ENGINE_VERSION = 3
 class DataConfig:
     name: str = "synth"                # "synth" (the book's benchmark) or a real dataset (see fglib.data)
     root: str | None = None            # folder of a real dataset; the benchmark is generated into the cache
-    image_size: int = 48               # side of the square image the model sees (book scale: 48)
+    image_size: int = 40               # side of the square image the model sees (book scale: 40)
     synth: dict[str, Any] = field(default_factory=dict)   # SynthConfig overrides for the benchmark
     in_memory: bool = True             # the fast path: uint8 tensors + batched augmentation; False: files
                                        # through torchvision transforms and a DataLoader (real datasets)

@@ -58,6 +58,11 @@ def run(cfg: RunConfig, data=None, progress: bool | None = None, cache: bool = T
     return result
 
 
+def _cost(cfg: RunConfig) -> float:
+    """A rough relative cost of a run, for scheduling: epochs x pixels x the backbone's summed widths squared."""
+    return cfg.train.epochs * cfg.data.image_size ** 2 * sum(w * w for w in cfg.model.widths)
+
+
 def _worker(cfg_dict: dict) -> str:
     """Entry point of a worker process: train one config into the cache."""
     cfg = RunConfig.from_dict(cfg_dict)
@@ -70,6 +75,7 @@ def run_many(cfgs: list[RunConfig], progress: bool | None = None, workers: int |
     from fglib.runtime import progress_bar
 
     missing = list({c.key(): c for c in cfgs if not (runs_dir() / c.key() / "result.json").exists()}.values())
+    missing.sort(key=_cost, reverse=True)             # longest first, so that no core idles at the end
     workers = workers or int(os.environ.get("FGLIB_WORKERS", "0")) or (os.cpu_count() or 1)
     workers = min(workers, len(missing))
     bar = progress_bar(progress if missing else False, total=len(missing), desc="runs", unit="run")
@@ -103,6 +109,20 @@ def load_model(cfg: RunConfig):
     return model.eval(), result
 
 
+def grid_configs(base: RunConfig, variants: Mapping[str, Mapping[str, Any]], seeds: Iterable[int]) -> list[RunConfig]:
+    """The configs of a grid: every variant (name -> dotted overrides) with every seed.
+
+    Pass the configs of several grids to one run_many call to train them in one pool (no core idles
+    between grids); grid() then reads them back from the cache.
+    """
+    return [cfg for _, _, cfg in _jobs(base, variants, seeds)]
+
+
+def _jobs(base, variants, seeds):
+    return [(name, seed, base.override(**{**overrides, "train.seed": seed}))
+            for name, overrides in variants.items() for seed in seeds]
+
+
 def grid(base: RunConfig, variants: Mapping[str, Mapping[str, Any]], seeds: Iterable[int],
          progress: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run every variant (name -> dotted overrides) with every seed.
@@ -110,8 +130,7 @@ def grid(base: RunConfig, variants: Mapping[str, Mapping[str, Any]], seeds: Iter
     Returns (runs, summary): one row per run with its metrics, and per variant the mean, std and
     number of runs of each metric.
     """
-    jobs = [(name, seed, base.override(**{**overrides, "train.seed": seed}))
-            for name, overrides in variants.items() for seed in seeds]
+    jobs = _jobs(base, variants, seeds)
     results = run_many([cfg for _, _, cfg in jobs], progress=progress)
     rows = []
     for (name, seed, _), result in zip(jobs, results):

@@ -4,7 +4,7 @@ Coordinates follow the annotation files (CUB format): x to the right, y down, in
 (i, j) covering the square [i, i + 1) x [j, j + 1). `show_image` draws an image with exactly that
 extent, so a part location or a box read from the files lands on the right spot (matplotlib's
 default would put pixel centres, not corners, on the integers: half a pixel off, which is visible
-on a 48-pixel bird).
+on a 40-pixel bird).
 """
 from __future__ import annotations
 

@@ -29,6 +29,24 @@ def test_grid_reuses_identical_runs_and_retrains_changed_ones(tmp_path, monkeypa
     assert result.key == runs.key[1] and sum(p.numel() for p in model.parameters()) > 0
 
 
+def test_grids_trained_in_one_pool_are_read_back_by_grid(tmp_path, monkeypatch):
+    monkeypatch.setenv("FGLIB_DATA_CACHE", str(tmp_path))
+    monkeypatch.setenv("FGLIB_WORKERS", "1")
+    trained = []
+    real_train = runner.train
+    monkeypatch.setattr(runner, "train", lambda cfg, **kw: trained.append(cfg) or real_train(cfg, **kw))
+    base = book_profile(**TINY)
+    main, sweep = {"gap": {}}, {"wide": {"model.widths": (8, 24)}}
+    cfgs = runner.grid_configs(base, main, [0, 1]) + runner.grid_configs(base, sweep, [0])
+    assert [c.train.seed for c in cfgs] == [0, 1, 0] and cfgs[2].model.widths == (8, 24)
+    runner.run_many(cfgs, progress=False)
+    assert trained[0].model.widths == (8, 24)                   # the costliest run starts first
+    runs, _ = runner.grid(base, main, seeds=[0, 1], progress=False)
+    sweep_runs, _ = runner.grid(base, sweep, seeds=[0], progress=False)
+    assert len(trained) == 3 and runs.key.tolist() == [c.key() for c in cfgs[:2]]
+    assert sweep_runs.key.tolist() == [cfgs[2].key()]
+
+
 def test_results_do_not_depend_on_threads_or_workers(tmp_path, monkeypatch):
     """Every run trains on one thread, so 2 worker processes give the numbers of 1 in-process run."""
     import torch
