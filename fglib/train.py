@@ -55,15 +55,10 @@ def load_data(cfg: RunConfig) -> tuple[ImageTensors, ImageTensors]:
 
         synth = SynthConfig(**{"image_size": d.image_size, **d.synth})
         root = synthetic_benchmark(synth)
-    elif not d.in_memory and d.name in DATASETS:
+    elif (not d.in_memory and d.name in DATASETS) or d.name in ("cub", "nabirds"):
         if d.root is None:
             raise ConfigError(f"dataset {d.name!r} needs data.root, the folder that holds it "
                               f"(get it with `python -m fglib data prepare {d.name} --root DIR`)")
-        root = Path(d.root)
-    elif d.name in ("cub", "nabirds"):
-        if d.root is None:
-            raise ConfigError(f"dataset {d.name!r} needs data.root, the folder that holds it "
-                              f"(get it with `python -m fglib.data.download prepare {d.name} --root DIR`)")
         root = Path(d.root)
     else:
         raise ConfigError(f"unknown dataset {d.name!r}: use 'synth', or one of {sorted(DATASETS)} "

@@ -134,8 +134,9 @@ def test_unknown_dataset_and_setting():
         load_data(book_profile(**{"data.name": "imagenet"}))
     with pytest.raises(ValueError, match="unknown setting"):
         book_profile(**{"train.lrr": 0.1})
-    with pytest.raises(ConfigError, match="data.root"):
-        load_data(paper_profile("cub"))
+    for cfg in (paper_profile("cub"), paper_profile("cars"), book_profile(**{"data.name": "cub"})):
+        with pytest.raises(ConfigError, match=r"needs data.root.*python -m fglib data prepare"):
+            load_data(cfg)
 
 
 def test_balanced_batches(tiny):
