@@ -5,8 +5,15 @@ For features x_n with labels y_n, the within-class scatter S_W and between-class
     S_B = sum_c N_c (mu_c - mu)(mu_c - mu)^T,
 and their trace ratio tr(S_B) / tr(S_W) says how far apart classes are compared with how spread out
 each class is. Fine-grained data is exactly the case where this ratio is small.
+
+For comparing two methods over seeds: the difference of their mean accuracies and its standard error
+    d = mean(b) - mean(a),   se(d) = sqrt(s_a^2 / n_a + s_b^2 / n_b),
+and the book's reading of it: an effect only when |d| > 2 se(d).
 """
 from __future__ import annotations
+
+import statistics
+from typing import Iterable
 
 import torch
 
@@ -53,3 +60,21 @@ def nearest_neighbour_accuracy(x_train: torch.Tensor, y_train: torch.Tensor,
     d2 = (x_test**2).sum(1, keepdim=True) - 2 * x_test @ x_train.T + (x_train**2).sum(1)  # ||a - b||^2
     pred = y_train[d2.argmin(1)]
     return (pred == y_test).double().mean().item()
+
+
+def mean_difference(a: Iterable[float], b: Iterable[float]) -> tuple[float, float]:
+    """(mean(b) - mean(a), its standard error) for two sets of runs, e.g. top-1 over seeds."""
+    a, b = list(a), list(b)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need at least 2 runs on each side to estimate a spread, got {len(a)} and {len(b)}: "
+                         "train more seeds")
+    d = statistics.fmean(b) - statistics.fmean(a)
+    se = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5   # sample variances
+    return d, se
+
+
+def effect(d: float, se: float, k: float = 2.0) -> str:
+    """'no measurable effect' when |d| <= k se, else 'a gain' or 'a loss'."""
+    if abs(d) <= k * se:
+        return "no measurable effect"
+    return "a gain" if d > 0 else "a loss"

@@ -96,3 +96,14 @@ def test_toy_ratio_follows_the_derivation():
               (part_features(K, n_per, P, d, [0], 1.0, 1.0, seed=s) for s in range(30))]
     predicted = (1 - 1 / K) * 1 / P + (K - 1) / (K * n_per - K)
     assert sum(ratios) / len(ratios) == pytest.approx(predicted, rel=0.1)
+
+
+def test_mean_difference_by_hand():
+    from fglib.stats import effect, mean_difference
+
+    d, se = mean_difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])       # means 2 and 4, variances 1 and 4
+    assert d == pytest.approx(2.0) and se == pytest.approx((1 / 3 + 4 / 3) ** 0.5)
+    assert effect(d, se) == "no measurable effect"                  # 2 <= 2 x 1.29
+    assert effect(3.0, 1.0) == "a gain" and effect(-3.0, 1.0) == "a loss" and effect(2.0, 1.0) == "no measurable effect"
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        mean_difference([1.0], [2.0, 3.0])
