@@ -1,8 +1,12 @@
 # The two commands of the FGVC book (see README.md):
 #   make book   build the rendered book into _build/html (creates .venv on first use)
 #   make test   run every test: fglib's unit tests and pytest --nbval over every chapter
+# for readers who want to re-train the book's numbers on their own machine:
+#   make reproduce CH=mcloss  re-train a chapter's runs (CH=all: the whole book) and compare with the store
 # and, for authors:
 #   make chapter CH=intro     re-sync book/intro.md -> .ipynb and re-execute it (outputs refreshed)
+#   make record CH=mcloss     after an intended change: train the chapter's runs into the results store
+#                             (data/runs/), then re-execute it from the store (refused under CI)
 #   make expected CH=intro    record the chapter's checked results in data/expected/intro.csv, then re-execute
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -14,7 +18,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
            --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=1800
 
-.PHONY: book test venv chapter expected notebooks clean
+.PHONY: book test venv chapter expected record reproduce status notebooks clean
 
 venv: $(STAMP)
 
@@ -29,13 +33,25 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . --config _config.yml --toc book/_toc.yml --warningiserror --nitpick --keep-going
 	@echo "Open _build/html/index.html"
 
+# Chapters read every run from the results store (FGLIB_STORE_ONLY=1: nothing is trained but CI's
+# verification sample, see tests/test_store.py).
 test: $(STAMP)
-	FGLIB_PROGRESS=0 $(BIN)/python -m pytest tests book $(NBVAL)
+	FGLIB_PROGRESS=0 FGLIB_STORE_ONLY=1 $(BIN)/python -m pytest tests book $(NBVAL)
 
 chapter: $(STAMP)
 	@test -n "$(CH)" || { echo "usage: make chapter CH=<name of a book/<name>.md>"; exit 2; }
 	$(BIN)/jupytext --sync book/$(CH).md
-	$(EXECUTE) book/$(CH).ipynb
+	FGLIB_CHAPTER=$(CH) $(EXECUTE) book/$(CH).ipynb
+
+record: $(STAMP)
+	@test -n "$(CH)" || { echo "usage: make record CH=<chapter> (or CH=all)"; exit 2; }
+	$(BIN)/python -m fglib record $(CH)
+
+reproduce: $(STAMP)
+	$(BIN)/python -m fglib reproduce $(or $(CH),all)
+
+status: $(STAMP)
+	$(BIN)/python -m fglib store status
 
 expected: $(STAMP)
 	@test -n "$(CH)" || { echo "usage: make expected CH=<name of a book/<name>.md>"; exit 2; }

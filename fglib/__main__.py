@@ -4,6 +4,10 @@
     torchrun --nproc_per_node 2 -m fglib train --method baseline --epochs 1
     python -m fglib data prepare cub --root ~/data/CUB_200_2011
     python -m fglib data synth            # generate (or find) the book's benchmark and print its path
+    python -m fglib store status          # the results store: chapters, runs, stale runs, size
+    python -m fglib store verify          # re-train CI's sample of stored runs and compare
+    python -m fglib reproduce mcloss      # re-train a chapter's runs (or `all`) and compare with the store
+    python -m fglib record mcloss         # after an intended change: write the chapter's runs into the store
 """
 from __future__ import annotations
 
@@ -81,6 +85,80 @@ def data_command(args: argparse.Namespace) -> int:
     return download.main(["prepare", args.name, "--root", args.root] + (["--force"] if args.force else [])) or 0
 
 
+def _chapters(name: str) -> list[str]:
+    from fglib import store
+    from fglib.record import book_chapters
+
+    if name == "all":
+        return [ch for ch in book_chapters() if ch in store.indexed_chapters() and store.read_index(ch)]
+    return [name]
+
+
+def record_command(args: argparse.Namespace) -> int:
+    from fglib.record import book_chapters, record
+
+    for ch in (book_chapters() if args.chapter == "all" else [args.chapter]):
+        record(ch)
+    return 0
+
+
+def reproduce_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from fglib import store
+    from fglib.verify import reproduce
+
+    for ch in _chapters(args.chapter):
+        if not store.read_index(ch):
+            print(f"{ch}: the chapter has no training runs")
+            continue
+        table = reproduce(ch, progress=not args.quiet)
+        cpu = table.attrs["cpu"]
+        print(f"\n{ch}: top-1 (%) stored vs reproduced on {cpu['cpu']} ({cpu['torch_capability']}, "
+              f"oneDNN ISA {cpu['onednn_max_isa']}, kind {cpu['id']}); "
+              + ("same CPU kind as the recording: runs should be identical" if table.attrs["exact"]
+                 else "another CPU kind than the recording: runs differ like seeds, means should agree"))
+        with pd.option_context("display.width", 200, "display.max_colwidth", 40):
+            print(table.to_string(index=False))
+        bad = table[table["within seed noise"] != "yes"]
+        if len(bad):
+            print(f"{len(bad)} variant(s) moved beyond seed noise: {', '.join(map(str, bad.variant))}")
+    return 0
+
+
+def store_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from fglib import store
+
+    if args.action == "status":
+        from fglib.config import RunConfig
+        from fglib.runner import stored_record, why_not_stored
+
+        stale_total = 0
+        for ch in store.indexed_chapters():
+            runs = store.read_index(ch)
+            stale = [r for r in runs
+                     if stored_record(RunConfig.from_dict(store.read_record(store.run_path(r["key"]))["config"]))
+                     is None]
+            stale_total += len(stale)
+            print(f"{ch:>12}: {len(runs):3d} runs, {sum(r['weights'] for r in runs):2d} with weights, "
+                  f"{len(stale)} stale" + (f" -> make record CH={ch}" if stale else ""))
+            for r in stale:
+                cfg = RunConfig.from_dict(store.read_record(store.run_path(r["key"]))["config"])
+                print(f"{'':>14}{r['key']} ({r['variant']}, seed {r['seed']}): {why_not_stored(cfg)}")
+        print(f"store {store.store_dir()}: {store.size_bytes() / 1e6:.2f} MB in "
+              f"{sum(1 for _ in store.store_dir().rglob('*') if _.is_file())} files")
+        return 1 if stale_total else 0
+    from fglib.verify import extra_from_env, sample, verify
+
+    entries = sample(extra=[*extra_from_env(), *args.keys])
+    table = verify(entries, progress=not args.quiet)
+    with pd.option_context("display.width", 250, "display.max_colwidth", 60):
+        print(table.drop(columns=["key"]).to_string(index=False))
+    return 0 if table.ok.all() else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fglib", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true")
     d.add_argument("--image-size", type=int, default=64)
     d.set_defaults(func=data_command)
+    r = sub.add_parser("record", help="write a chapter's runs into the results store (never under CI)")
+    r.add_argument("chapter", help="a chapter name (book/<name>.md) or 'all'")
+    r.set_defaults(func=record_command)
+    rp = sub.add_parser("reproduce", help="re-train a chapter's stored runs and compare (never writes the store)")
+    rp.add_argument("chapter", help="a chapter name or 'all'")
+    rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp.set_defaults(func=reproduce_command)
+    st = sub.add_parser("store", help="inspect or verify the results store")
+    st.add_argument("action", choices=["status", "verify"])
+    st.add_argument("keys", nargs="*", help="verify: run keys to add to the sample")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(func=store_command)
     return p
 
 
@@ -118,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValueError as e:                          # configuration errors: one sentence, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        from fglib.store import StoreError
+
+        if not isinstance(e, StoreError):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -18,6 +18,7 @@ from fglib.train import build
 def bench(image_size: int = 40, method: str = "baseline", batch_size: int = 64, steps: int = 30,
           widths: tuple[int, ...] = (16, 32, 64, 128), num_classes: int = 24, n_images: int = 1536,
           amp: bool = True) -> dict:
+    """One configuration's step time; amp=True is bfloat16 autocast, False float32."""
     cfg = book_profile(**{"data.image_size": image_size, "model.method": method, "train.batch_size": batch_size,
                           "model.widths": widths, "model.blocks": (1,) * len(widths)})
     model = build(cfg, num_classes).train().to(memory_format=torch.channels_last)   # as fglib.train does
@@ -56,14 +57,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--method", nargs="+", default=["baseline", "bilinear"])
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--precision", nargs="+", choices=["float32", "bfloat16", "auto"],
+                   default=["float32", "bfloat16"],
+                   help="auto: what train.amp='auto' picks on this CPU (bfloat16 only with native BF16)")
     args = p.parse_args(argv)
+    from fglib.provenance import cpu_kind, resolve_precision
+
+    kind = cpu_kind()
+    print(f"CPU {kind['cpu']}: torch {kind['torch_capability']}, oneDNN ISA {kind['onednn_max_isa']}, "
+          f"train.amp='auto' -> {resolve_precision('auto', 'cpu')}")
     print(f"{'size':>5} {'method':>9} {'precision':>9} {'threads':>7} {'step ms':>8} {'img/s':>7} "
           f"{'outside model':>13}")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for size in args.image_size:
             for method in args.method:
-                for amp in (False, True):
+                for precision in args.precision:
+                    if precision == "auto":
+                        precision = resolve_precision("auto", "cpu")
+                    amp = precision == "bfloat16"
                     r = bench(size, method, steps=args.steps, amp=amp)
                     print(f"{size:>5} {method:>9} {'bf16' if amp else 'fp32':>9} {threads:>7} {r['step_ms']:>8.1f} "
                           f"{r['images_per_s']:>7.0f} {r['outside_model_pct']:>12.1f}%")

@@ -10,10 +10,6 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-# bump when a change to the engine changes results, so cached runs are not reused across it
-ENGINE_VERSION = 3
-
-
 @dataclass
 class DataConfig:
     name: str = "synth"                # "synth" (the book's benchmark) or a real dataset (see fglib.data)
@@ -55,8 +51,10 @@ class TrainConfig:
     images_per_class: int = 4
     eval_every: int = 0                # evaluate on the test split every n epochs (0: only at the end)
     device: str = "auto"               # "auto", "cpu" or "cuda"
-    amp: bool = True                   # mixed precision: float16 on CUDA, bfloat16 on the CPU (about 2x faster
-                                       # where the CPU has bf16 instructions; set False on older CPUs)
+    amp: bool | str = "auto"           # mixed precision. "auto": float16 on CUDA, bfloat16 on a CPU with native
+                                       # BF16 instructions, float32 on other CPUs (where emulated bfloat16 is
+                                       # 10x slower); True forces bf16/fp16, False float32. The precision a
+                                       # run used is recorded with it (RunResult.precision).
 
 
 @dataclass
@@ -69,10 +67,14 @@ class RunConfig:
         return asdict(self)
 
     def key(self) -> str:
-        """A short hash of everything that changes the result (not the device)."""
+        """A short hash of the whole config but the device: the run's name in the results store.
+
+        The code that trains it is covered by a separate fingerprint (fglib.provenance), so that a run
+        recorded with older code is reported as stale rather than silently reused.
+        """
         d = self.to_dict()
         d["train"].pop("device")
-        blob = json.dumps({"engine": ENGINE_VERSION, "cfg": d}, sort_keys=True, default=list)
+        blob = json.dumps({"cfg": d}, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     @classmethod

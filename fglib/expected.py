@@ -1,4 +1,7 @@
-"""Checked results: every number a chapter reports is compared with data/expected/<chapter>.csv.
+"""Checked results that are not training runs (training runs live in the results store, fglib.store).
+
+The introduction's toy model and the data chapter's dataset statistics are compared with
+data/expected/<chapter>.csv.
 
 A chapter computes a tidy table (one row per number: key columns + a `value` column) and calls
 `check(chapter, table, keys=..., tol=...)` in a cell of its own. The call raises `ResultMismatch`

@@ -1,28 +1,35 @@
-"""Experiment runner: an ablation grid x seeds -> a pandas DataFrame, with a results cache.
+"""Experiment runner: an ablation grid x seeds -> a pandas DataFrame, read from the results store.
+
+A run is looked up, in order, in
+1. the results store (data/runs, committed): the chapters' runs, recorded with `make record`;
+2. the local cache (data/cache/runs/<key>-<fingerprint>/): runs trained on this machine;
+and only then trained, into the local cache, with a line that says so. Both lookups require the
+config's key *and* the code fingerprint of its method (fglib.provenance) to match, so an edited model
+never returns old numbers. Under FGLIB_STORE_ONLY=1 (`make test`) nothing is trained: a missing or
+stale run is an error that lists the runs and the command that records them.
 
 Every run trains on ONE torch thread, and runs go in parallel across processes (FGLIB_WORKERS,
-default: the number of cores). Floating-point sums then happen in the same order on any machine,
-whatever its core count, so a chapter's numbers are reproducible bit for bit on the same kind of
-CPU, and the tolerances in data/expected/ only have to absorb differences between CPU kinds.
-
-Each run is stored under <cache>/runs/<config key>/result.json. A re-run of an identical config
-reads that file instead of training (so chapters share runs: MC-Loss's "CE only" row is the
-baseline chapter's run); any change to the config changes the key and trains anew. A run that was
-interrupted resumes from its checkpoint in the same folder.
+default: the number of cores), so results do not depend on the number of cores: a run is
+reproducible bit for bit on the same kind of CPU (fglib.provenance.cpu_kind). A run that was
+interrupted resumes from its checkpoint in its cache folder.
 """
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
 import os
+import sys
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 import torch
 
+from fglib import store
 from fglib.config import RunConfig
+from fglib.provenance import code_fingerprint, cpu_kind, edited_since_import, module_hashes
 from fglib.train import RunResult, load_data, train
 
 
@@ -31,6 +38,11 @@ def runs_dir() -> Path:
     from fglib.data.synth import default_cache_dir
 
     return default_cache_dir() / "runs"
+
+
+def cache_folder(cfg: RunConfig) -> Path:
+    """The local cache folder of cfg under the current code: <cache>/runs/<key>-<fingerprint>."""
+    return runs_dir() / f"{cfg.key()}-{code_fingerprint(cfg.model.method)}"
 
 
 def _single_thread_train(cfg: RunConfig, **kw) -> RunResult:
@@ -42,20 +54,153 @@ def _single_thread_train(cfg: RunConfig, **kw) -> RunResult:
         torch.set_num_threads(threads)
 
 
-def run(cfg: RunConfig, data=None, progress: bool | None = None, cache: bool = True) -> RunResult:
-    """Train cfg once (on one thread), or return the stored result of an identical config."""
-    folder = runs_dir() / cfg.key()
-    stored = folder / "result.json"
-    if cache and stored.exists():
-        return RunResult(**json.loads(stored.read_text()))
-    result = _single_thread_train(cfg, run_dir=folder if cache else None, data=data, progress=progress)
-    if cache:
-        tmp = stored.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(result)))
-        tmp.replace(stored)
-        (folder / "checkpoint.pt").unlink(missing_ok=True)   # keep only final weights
-        torch.save(result.model.state_dict(), folder / "model.pt")
+def provenance() -> dict[str, Any]:
+    """Where and when a run was trained (its precision is added from the run itself)."""
+    kind = cpu_kind()
+    return {"cpu": kind["cpu"], "isa_flags": kind["isa_flags"], "torch_capability": kind["torch_capability"],
+            "onednn_max_isa": kind["onednn_max_isa"], "torch": kind["torch"], "cpu_kind": kind["id"],
+            "threads": 1, "python": sys.version.split()[0],
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def train_into(folder: Path, cfg: RunConfig, data=None, progress: bool | None = False,
+               fingerprint: str | None = None) -> dict[str, Any]:
+    """Train cfg on one thread into `folder` (result.json + float16 model.pt), resuming a checkpoint.
+
+    The record is stamped with the fingerprint of the code this process runs, taken before training;
+    training is refused when fglib's source changed on disk after this process imported it (the
+    fingerprint would describe other code), or differs from `fingerprint`, the one the caller expects.
+    """
+    method = cfg.model.method
+    edited = edited_since_import(method)
+    if edited:
+        raise store.StoreError(f"fglib's source changed after this Python process imported it ({', '.join(edited)}): "
+                               "restart the kernel (or the process) so that the code that trains is the code "
+                               "the run's fingerprint describes")
+    fp, modules = code_fingerprint(method), module_hashes(method)
+    if fingerprint is not None and fp != fingerprint:
+        raise store.StoreError(f"run {cfg.key()} was scheduled for code {fingerprint} but this process sees {fp}: "
+                               "fglib changed during the run; run the command again")
+    result = _single_thread_train(cfg, run_dir=folder, data=data, progress=progress)
+    record = store.make_record(result, fp, modules, provenance())
+    store.save_weights(folder / "model.pt", result.model.state_dict())
+    store.write_record(folder / "result.json", record)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)            # keep only the final weights
+    return record
+
+
+def stored_record(cfg: RunConfig) -> dict[str, Any] | None:
+    """The store's record of cfg when it was recorded with the current code, else None."""
+    path = store.run_path(cfg.key())
+    if not path.exists():
+        return None
+    record = store.read_record(path, chapter=_chapter())
+    return record if record["fingerprint"] == code_fingerprint(cfg.model.method) else None
+
+
+def cached_record(cfg: RunConfig) -> dict[str, Any] | None:
+    path = cache_folder(cfg) / "result.json"
+    if not path.exists():
+        return None
+    record = store.read_record(path)
+    fresh = record["fingerprint"] == code_fingerprint(cfg.model.method) and record["key"] == cfg.key()
+    return record if fresh else None
+
+
+def lookup(cfg: RunConfig) -> tuple[dict[str, Any] | None, str]:
+    """(record, where): where is 'store', 'cache' or 'none'."""
+    record = stored_record(cfg)
+    if record is not None:
+        return record, "store"
+    record = cached_record(cfg)
+    return (record, "cache") if record is not None else (None, "none")
+
+
+def _chapter() -> str | None:
+    from fglib.runtime import current_chapter
+
+    return current_chapter()
+
+
+def why_not_stored(cfg: RunConfig) -> str:
+    """'missing from the store' or 'stale: fglib.models.mcloss changed' (for messages)."""
+    path = store.run_path(cfg.key())
+    if not path.exists():
+        return "not in the store"
+    record = store.read_record(path)
+    now = module_hashes(cfg.model.method)
+    changed = sorted(m for m in set(now) | set(record["modules"]) if now.get(m) != record["modules"].get(m))
+    if not changed:
+        return "stale: recorded under another code fingerprint"
+    return "stale: recorded before a change to " + ", ".join(changed)
+
+
+def describe(cfg: RunConfig) -> str:
+    t, m = cfg.train, cfg.model
+    return f"{cfg.key()} ({m.method}, seed {t.seed})"
+
+
+def ensure_trainable(cfgs: list[RunConfig]) -> None:
+    """Under FGLIB_STORE_ONLY=1, raise StaleRunError listing cfgs (which the store cannot serve)."""
+    if not cfgs:
+        return
+    if store.store_only():
+        chapter = _chapter()
+        lines = [f"  {describe(c)}: {why_not_stored(c)}" for c in cfgs]
+        raise store.StaleRunError(
+            f"{len(cfgs)} run(s) this chapter needs are not in the results store for the current code, and "
+            f"FGLIB_STORE_ONLY=1 forbids training them:\n" + "\n".join(lines) +
+            f"\nRecord them with `{store.RECORD_HINT.format(chapter=chapter or '<chapter>')}` (it trains them, "
+            "writes data/runs/, and re-executes the chapter), then commit data/runs/ and the notebook.")
+    print(f"fglib: training {len(cfgs)} run(s) the results store does not hold for this code "
+          f"(local cache: {runs_dir()})", flush=True)
+
+
+def result_from_record(record: dict[str, Any], source: str) -> RunResult:
+    result = RunResult(key=record["key"], config=record["config"], metrics=record["metrics"],
+                       history=store.history_rows(record["history"]), evals=record["evals"],
+                       seconds=record["seconds"], images_per_second=record["images_per_second"],
+                       precision=record["provenance"]["precision"])
+    result.source, result.fingerprint, result.provenance = source, record["fingerprint"], record["provenance"]
     return result
+
+
+def run(cfg: RunConfig, data=None, progress: bool | None = None, cache: bool = True) -> RunResult:
+    """The result of cfg: from the store, else the local cache, else trained (on one thread) and cached."""
+    from fglib.record import note_usage
+
+    note_usage(cfg)
+    record, where = lookup(cfg)
+    if record is not None:
+        return result_from_record(record, where)
+    ensure_trainable([cfg])
+    if not cache:                                                   # train without touching the cache
+        return _single_thread_train(cfg, data=data, progress=progress)
+    ensure_fresh_data_cache()
+    return result_from_record(train_into(cache_folder(cfg), cfg, data=data, progress=progress), "trained")
+
+
+def ensure_fresh_data_cache() -> None:
+    """Regenerate the cached benchmark when the code that renders or decodes it changed.
+
+    The generated images are cached by their config alone; their code is part of every run's
+    fingerprint, so a changed generator must not train on old images. A marker file in the cache
+    remembers the data modules' hashes; when they differ, the generated datasets are removed.
+    """
+    from fglib.data.synth import default_cache_dir
+    from fglib.provenance import _module_hash, _state, module_path
+
+    mods = ("fglib.data.synth", "fglib.data.memory", "fglib.data.cub")
+    now = {m: _module_hash(m, _state(module_path(m))) for m in mods}
+    marker = default_cache_dir() / "data-code.json"
+    if marker.exists() and json.loads(marker.read_text()) != now:
+        import shutil
+
+        for folder in default_cache_dir().glob("synth-*"):
+            print(f"fglib: the data code changed since {folder.name} was generated; regenerating it", flush=True)
+            shutil.rmtree(folder, ignore_errors=True)
+    if not marker.exists() or json.loads(marker.read_text()) != now:
+        store.write_text_atomic(marker, json.dumps(now))
 
 
 def _cost(cfg: RunConfig) -> float:
@@ -63,50 +208,80 @@ def _cost(cfg: RunConfig) -> float:
     return cfg.train.epochs * cfg.data.image_size ** 2 * sum(w * w for w in cfg.model.widths)
 
 
-def _worker(cfg_dict: dict) -> str:
-    """Entry point of a worker process: train one config into the cache."""
-    cfg = RunConfig.from_dict(cfg_dict)
-    run(cfg, progress=False)
-    return cfg.key()
-
-
 def run_many(cfgs: list[RunConfig], progress: bool | None = None, workers: int | None = None) -> list[RunResult]:
-    """Run configs (cached ones are read back), in parallel worker processes of one thread each."""
-    from fglib.runtime import progress_bar
-
-    missing = list({c.key(): c for c in cfgs if not (runs_dir() / c.key() / "result.json").exists()}.values())
+    """Results of cfgs: stored and cached ones are read back, the others trained in parallel processes."""
+    missing = list({c.key(): c for c in cfgs if lookup(c)[1] == "none"}.values())
+    ensure_trainable(missing)
     missing.sort(key=_cost, reverse=True)             # longest first, so that no core idles at the end
-    workers = workers or int(os.environ.get("FGLIB_WORKERS", "0")) or (os.cpu_count() or 1)
-    workers = min(workers, len(missing))
-    bar = progress_bar(progress if missing else False, total=len(missing), desc="runs", unit="run")
-    if workers > 1:
-        for c in {json.dumps(asdict(c.data), sort_keys=True): c for c in missing}.values():
-            load_data(c)                              # generate and cache each dataset once, before the workers
-        ctx = mp.get_context("spawn")                 # fork after torch's thread pools can deadlock
-        with ctx.Pool(workers) as pool:               # workers inherit os.environ (FGLIB_DATA_CACHE...)
-            for _ in pool.imap_unordered(_worker, [c.to_dict() for c in missing]):
-                bar.update(1)
-    else:
-        data_cache: dict[str, Any] = {}
-        for c in missing:
-            dkey = json.dumps(asdict(c.data), sort_keys=True)
-            if dkey not in data_cache:
-                data_cache[dkey] = load_data(c)
-            run(c, data=data_cache[dkey], progress=False)
-            bar.update(1)
-    bar.close()
+    train_missing(missing, progress=progress, workers=workers)
     return [run(c) for c in cfgs]
 
 
-def load_model(cfg: RunConfig):
-    """The trained model of a cached run (for class activation maps and other pictures)."""
+def train_missing(cfgs: list[RunConfig], folder_of=cache_folder, progress: bool | None = None,
+                  workers: int | None = None) -> None:
+    """Train cfgs into folder_of(cfg) in FGLIB_WORKERS processes of one thread (a bar with an ETA)."""
+    from fglib.runtime import progress_bar
+
+    todo = [c for c in cfgs if not (folder_of(c) / "result.json").exists()]
+    if todo:
+        ensure_fresh_data_cache()
+    workers = workers or int(os.environ.get("FGLIB_WORKERS", "0")) or (os.cpu_count() or 1)
+    workers = min(workers, len(todo))
+    bar = progress_bar(progress if todo else False, total=len(todo), desc="runs", unit="run")
+    if workers > 1:
+        for c in {json.dumps(asdict(c.data), sort_keys=True): c for c in todo}.values():
+            load_data(c)                              # generate and cache each dataset once, before the workers
+        ctx = mp.get_context("spawn")                 # fork after torch's thread pools can deadlock
+        with ctx.Pool(workers) as pool:               # workers inherit os.environ (FGLIB_DATA_CACHE...)
+            jobs = [(c.to_dict(), str(folder_of(c)), code_fingerprint(c.model.method)) for c in todo]
+            for _ in pool.imap_unordered(_train_job, jobs):
+                bar.update(1)
+    else:
+        data_cache: dict[str, Any] = {}
+        for c in todo:
+            dkey = json.dumps(asdict(c.data), sort_keys=True)
+            if dkey not in data_cache:
+                data_cache[dkey] = load_data(c)
+            train_into(folder_of(c), c, data=data_cache[dkey], fingerprint=code_fingerprint(c.model.method))
+            bar.update(1)
+    bar.close()
+
+
+def _train_job(job: tuple[dict, str, str]) -> str:
+    cfg_dict, folder, fingerprint = job
+    cfg = RunConfig.from_dict(cfg_dict)
+    train_into(Path(folder), cfg, fingerprint=fingerprint)
+    return cfg.key()
+
+
+def load_model(cfg: RunConfig, dtype: torch.dtype = torch.float64):
+    """The trained model of a run (eval mode) and its result, from the stored float16 weights.
+
+    By default the model computes in float64: evidence computed from stored weights then prints the
+    same digits on every kind of CPU (float32 kernels sum in an order that depends on the CPU).
+    """
+    from fglib.record import note_usage
     from fglib.train import build
 
+    note_usage(cfg, weights=True)
     result = run(cfg)
+    stored = store.read_record(store.run_path(cfg.key())) if result.source == "store" else None
+    if stored is not None and stored["weights"]:
+        state = store.load_weights(store.weights_path(cfg.key()), stored["weights"]["sha256"], chapter=_chapter())
+    else:
+        path = cache_folder(cfg) / "model.pt"
+        if not path.exists():                     # the store holds its numbers but not its weights
+            if store.store_only():
+                raise store.StaleRunError(
+                    f"run {describe(cfg)} is stored without weights, and a figure needs them; record the "
+                    f"chapter with `{store.RECORD_HINT.format(chapter=_chapter() or '<chapter>')}`")
+            print(f"fglib: training {describe(cfg)} again for its weights (the store keeps only its numbers)")
+            train_into(cache_folder(cfg), cfg)
+        state = store.load_weights(path)
     train_set, _ = load_data(cfg)
     model = build(cfg, train_set.num_classes)
-    model.load_state_dict(torch.load(runs_dir() / cfg.key() / "model.pt", weights_only=True))
-    return model.eval(), result
+    model.load_state_dict(state)
+    return model.to(dtype).eval(), result
 
 
 def grid_configs(base: RunConfig, variants: Mapping[str, Mapping[str, Any]], seeds: Iterable[int]) -> list[RunConfig]:
@@ -130,7 +305,11 @@ def grid(base: RunConfig, variants: Mapping[str, Mapping[str, Any]], seeds: Iter
     Returns (runs, summary): one row per run with its metrics, and per variant the mean, std and
     number of runs of each metric.
     """
+    from fglib.record import note_usage
+
     jobs = _jobs(base, variants, seeds)
+    for name, seed, cfg in jobs:
+        note_usage(cfg, variant=name, seed=seed)
     results = run_many([cfg for _, _, cfg in jobs], progress=progress)
     rows = []
     for (name, seed, _), result in zip(jobs, results):
@@ -149,12 +328,50 @@ def grid(base: RunConfig, variants: Mapping[str, Mapping[str, Any]], seeds: Iter
 def histories(runs: pd.DataFrame) -> pd.DataFrame:
     """Per-step loss terms of the runs of a grid, long format: variant, seed, step, epoch, term, value."""
     frames = []
+    results = dict(zip(runs.key, results_of(runs)))
     for row in runs.itertuples():
-        stored = json.loads((runs_dir() / row.key / "result.json").read_text())
-        h = pd.DataFrame(stored["history"]).drop(columns=["lr"])
+        h = pd.DataFrame(results[row.key].history).drop(columns=["lr"])
         h = h.melt(id_vars=["step", "epoch"], var_name="term", value_name="value")
         frames.append(h.assign(variant=row.variant, seed=row.seed))
     return pd.concat(frames, ignore_index=True)
+
+
+def results_of(runs: pd.DataFrame) -> list[RunResult]:
+    """The full results (metrics incl. per-class accuracy, history, provenance) of a grid's rows."""
+    return [run(RunConfig.from_dict(_config_of(key))) for key in runs.key]
+
+
+def _config_of(key: str) -> dict[str, Any]:
+    """The config of a run that a grid returned (from the store or the local cache)."""
+    path = store.run_path(key)
+    if path.exists():
+        return store.read_record(path)["config"]
+    for folder in runs_dir().glob(f"{key}-*"):
+        if (folder / "result.json").exists():
+            return json.loads((folder / "result.json").read_text())["config"]
+    raise store.StoreError(f"no run with key {key} in {store.store_dir()} or {runs_dir()}")
+
+
+def store_note(runs: pd.DataFrame) -> str:
+    """Where a table's runs come from: the results store (recorded when, on which CPU, in which
+    precision), or this machine. The same text on every machine when the runs are stored."""
+    sources: dict[str, list[dict[str, Any]]] = {}
+    for result in results_of(runs.drop_duplicates("key")):
+        sources.setdefault(result.source, []).append(result.provenance)
+    chapter = _chapter() or "<chapter>"
+    parts = []
+    stored = sources.pop("store", [])
+    if stored:
+        kinds = sorted({f"{p['cpu']} ({p['torch_capability']}, {p['precision']})" for p in stored})
+        days = sorted({p["date"][:10] for p in stored})
+        parts.append(f"{len(stored)} runs read from the results store (data/runs/), recorded with the current "
+                     f"code on {' and '.join(kinds)}, {days[0]}" + (f" to {days[-1]}" if len(days) > 1 else "")
+                     + f". `make reproduce CH={chapter}` re-trains them on your machine and compares.")
+    local = sum(len(v) for v in sources.values())
+    if local:
+        parts.append(f"{local} runs were trained on this machine: the store does not hold them for the "
+                     f"current code (`make record CH={chapter}` writes them into it).")
+    return "\n".join(parts)
 
 
 def summarise(summary: pd.DataFrame, metrics: Iterable[str] | None = None, digits: int = 1) -> pd.DataFrame:

@@ -44,8 +44,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup(seed: int = 0, threads: int | None = None, plots: bool = True) -> Runtime:
-    """Set torch threads (argument, else FGLIB_THREADS), seed everything, style the plots."""
+_CHAPTER: str | None = None
+
+
+def current_chapter() -> str | None:
+    """The chapter being executed (set by setup(chapter=...)), for the store's messages and indexes."""
+    return _CHAPTER or os.environ.get("FGLIB_CHAPTER") or None
+
+
+def setup(seed: int = 0, threads: int | None = None, plots: bool = True, chapter: str | None = None) -> Runtime:
+    """Set torch threads (argument, else FGLIB_THREADS), seed everything, style the plots.
+
+    chapter names the chapter that is running: the results store lists the runs it uses under that
+    name, and a missing run's error message names the command that records that chapter.
+    """
+    global _CHAPTER
+    if chapter is not None:
+        _CHAPTER = chapter
     n = threads if threads is not None else _threads_from_env()
     torch.set_num_threads(n)
     seed_everything(seed)

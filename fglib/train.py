@@ -23,6 +23,7 @@ from fglib.backbones import build_backbone
 from fglib.config import RunConfig
 from fglib.data.memory import ImageTensors, augment, normalise
 from fglib.models import MODELS, build_model
+from fglib.provenance import resolve_precision
 
 
 class ConfigError(ValueError):
@@ -38,6 +39,7 @@ class RunResult:
     evals: list[dict[str, float]] = field(default_factory=list)     # one row per evaluation
     seconds: float = 0.0
     images_per_second: float = 0.0
+    precision: str = "float32"                            # what the forward pass ran in (train.amp resolved)
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -108,6 +110,9 @@ def check_config(cfg: RunConfig, train: ImageTensors | None = None) -> None:
         raise ConfigError(f"data.image_size={d.image_size} is too small for backbone {m.backbone!r} with output "
                           f"stride {stride}: the feature map would be under 2x2; use image_size >= {2 * stride} "
                           f"or fewer stages")
+    if t.amp not in (True, False, "auto"):
+        raise ConfigError(f"train.amp must be 'auto' (bfloat16 only on CPUs with native BF16 instructions, "
+                          f"float16 on CUDA), True or False; got {t.amp!r}")
     if t.epochs < 1 or t.batch_size < 2:
         raise ConfigError("train.epochs must be >= 1 and train.batch_size >= 2 (batch norm needs two images)")
     if train is None:
@@ -239,9 +244,11 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
     in_memory = isinstance(train_set, ImageTensors)
     mean, std = train_set.mean_std() if in_memory else (None, None)   # files are normalised by their transforms
     model = model.to(memory_format=torch.channels_last)            # the layout oneDNN / cuDNN convolve fastest
-    # mixed precision: float16 with loss scaling on CUDA, bfloat16 (no scaling needed) on the CPU
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler("cuda", enabled=t.amp and device.type == "cuda")
+    # mixed precision: float16 with loss scaling on CUDA, bfloat16 (no scaling needed) on the CPU;
+    # train.amp="auto" keeps float32 on a CPU without native BF16 instructions (emulated bf16 is slow)
+    precision = resolve_precision(t.amp, device.type)
+    amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "float16")
 
     ckpt_path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
     history: list[dict[str, float]] = []
@@ -252,6 +259,9 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        if state.get("precision", precision) != precision:
+            raise ConfigError(f"{ckpt_path} was trained in {state['precision']} but this machine resolves "
+                              f"train.amp={t.amp!r} to {precision}; delete the checkpoint to start over")
         start_epoch, history, evals = state["epoch"], state["history"], state["evals"]
         seconds, images = state["seconds"], state["images"]
 
@@ -278,7 +288,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
                 x, y = x.chunk(world)[rank], y.chunk(world)[rank]
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=t.amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 _, losses = ddp_model(x, y)
                 loss = sum(losses.values())                         # the model returns weighted terms
             opt.zero_grad(set_to_none=True)
@@ -299,14 +309,15 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
             save_checkpoint(ckpt_path, {"key": key, "config": cfg.to_dict(), "epoch": epoch + 1,
                                         "model": model.state_dict(), "optimizer": opt.state_dict(),
                                         "rng": torch.get_rng_state(), "history": history, "evals": evals,
-                                        "seconds": seconds, "images": images})
+                                        "seconds": seconds, "images": images, "precision": precision})
     bar.close()
     metrics: dict[str, Any] = {}
     if stop_after_epochs is None or stop_after_epochs >= t.epochs:  # finished: the final test metrics
         metrics = metrics_from_logits(predict(model, test_set, mean, std, device=device), test_set)
         evals = [*evals, {"epoch": t.epochs, "top1": metrics["top1"]}]
     result = RunResult(key=key, config=cfg.to_dict(), metrics=metrics, history=history, evals=evals,
-                       seconds=seconds, images_per_second=images / seconds if seconds else 0.0)
+                       seconds=seconds, images_per_second=images / seconds if seconds else 0.0,
+                       precision=precision)
     result.model = model                                            # not serialised; for CAMs in notebooks
     result.normalisation = (mean, std)
     return result

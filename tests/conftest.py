@@ -1,6 +1,7 @@
 """Shared test settings: tests run single-threaded unless FGLIB_THREADS says otherwise."""
 import os
 
+import pytest
 import torch
 
 torch.set_num_threads(int(os.environ.get("FGLIB_THREADS", "1")))
@@ -8,8 +9,32 @@ torch.set_num_threads(int(os.environ.get("FGLIB_THREADS", "1")))
 CHAPTER_BUDGET_S = 300        # each chapter should execute in 5 minutes on the 2-core CI machine
 
 
+# Filled by tests/test_store.py's verification of the results store; printed at the end of the run.
+VERIFIED: list = []
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_may_train(monkeypatch):
+    """`make test` sets FGLIB_STORE_ONLY=1 for the chapters; unit tests train tiny runs of their own."""
+    for name in ("FGLIB_STORE_ONLY", "FGLIB_RECORD_DIR", "FGLIB_CHAPTER"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Print how long each chapter took under nbval (a measurement for the log, not a test)."""
+    """Print what the store verification re-trained, and each chapter's time (measurements, not tests)."""
+    if VERIFIED:
+        import pandas as pd
+
+        table = pd.concat(VERIFIED, ignore_index=True)
+        terminalreporter.section("results store: runs re-trained and compared")
+        for line in table.attrs.get("header", []):
+            terminalreporter.write_line(line)
+        with pd.option_context("display.width", 250, "display.max_colwidth", 70):
+            terminalreporter.write_line(table.drop(columns=["key"]).to_string(index=False))
+    _chapter_times(terminalreporter)
+
+
+def _chapter_times(terminalreporter):
     seconds: dict[str, float] = {}
     for reports in terminalreporter.stats.values():
         for r in reports:

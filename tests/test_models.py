@@ -86,3 +86,15 @@ def test_augment_crops_and_flips_like_the_definition():
 def test_bilinear_head_rejects_nothing_but_has_no_fixed_sizes():
     model = BilinearClassifier(SmallResNet((4, 8, 8), (1, 1, 1)), 11, dim=6)
     assert model(torch.randn(2, 3, 31, 17))[0].shape == (2, 11)
+
+
+@pytest.mark.parametrize("method", ["baseline", "bilinear", "mcloss", "apinet"])
+def test_every_method_builds_the_class_its_fingerprint_covers(method):
+    """MODEL_CLASSES names the module whose code is in a method's runs' fingerprint (fglib.provenance)."""
+    from fglib.models import MODEL_CLASSES, MODELS, model_module
+
+    assert set(MODEL_CLASSES) == set(MODELS)
+    cfg = ModelConfig(method=method, widths=(8, 48), blocks=(1, 1))
+    model = build_model(method, SmallResNet((8, 48), (1, 1)), 24, cfg)
+    assert isinstance(model, MODEL_CLASSES[method])
+    assert model_module(method) == type(model).__module__

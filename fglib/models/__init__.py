@@ -21,17 +21,43 @@ def _options(cfg, allowed: set[str], method: str) -> dict:
     return dict(cfg.options)
 
 
+def build_baseline(backbone, num_classes, cfg):
+    return GAPClassifier(backbone, num_classes, dropout=cfg.dropout)
+
+
+def build_bilinear(backbone, num_classes, cfg):
+    return BilinearClassifier(backbone, num_classes, dim=cfg.bilinear_dim, dropout=cfg.dropout)
+
+
+def build_mcloss(backbone, num_classes, cfg):
+    return MCLossClassifier(backbone, num_classes, dropout=cfg.dropout,
+                            **_options(cfg, {"xi", "mu", "lam", "mask", "use_dis", "use_div"}, "mcloss"))
+
+
+def build_apinet(backbone, num_classes, cfg):
+    return APINet(backbone, num_classes, dropout=cfg.dropout,
+                  **_options(cfg, {"lam", "margin", "pairs", "use_rank", "hidden", "mlp_dropout"}, "apinet"))
+
+
+# Each builder's source is part of its method's code fingerprint (fglib.provenance), so a changed
+# way of passing settings to a model makes that method's recorded runs stale, and only those.
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "baseline": lambda backbone, num_classes, cfg: GAPClassifier(backbone, num_classes, dropout=cfg.dropout),
-    "bilinear": lambda backbone, num_classes, cfg: BilinearClassifier(backbone, num_classes, dim=cfg.bilinear_dim,
-                                                                       dropout=cfg.dropout),
-    "mcloss": lambda backbone, num_classes, cfg: MCLossClassifier(
-        backbone, num_classes, dropout=cfg.dropout,
-        **_options(cfg, {"xi", "mu", "lam", "mask", "use_dis", "use_div"}, "mcloss")),
-    "apinet": lambda backbone, num_classes, cfg: APINet(
-        backbone, num_classes, dropout=cfg.dropout,
-        **_options(cfg, {"lam", "margin", "pairs", "use_rank", "hidden", "mlp_dropout"}, "apinet")),
+    "baseline": build_baseline, "bilinear": build_bilinear, "mcloss": build_mcloss, "apinet": build_apinet,
 }
+
+
+# The class behind each method. Its module is part of the code fingerprint of the method's runs
+# (fglib.provenance); tests/test_models.py checks that every method builds an instance of it.
+MODEL_CLASSES: dict[str, type[nn.Module]] = {
+    "baseline": GAPClassifier, "bilinear": BilinearClassifier, "mcloss": MCLossClassifier, "apinet": APINet,
+}
+
+
+def model_module(method: str) -> str:
+    """The module that defines `method`'s model, e.g. 'fglib.models.mcloss'."""
+    if method not in MODEL_CLASSES:
+        raise ValueError(f"unknown method {method!r}; known methods: {', '.join(sorted(MODEL_CLASSES))}")
+    return MODEL_CLASSES[method].__module__
 
 
 def build_model(method: str, backbone: nn.Module, num_classes: int, cfg) -> nn.Module:

@@ -1,0 +1,202 @@
+"""Recording the results store: `make record CH=<chapter>` (python -m fglib record <chapter>).
+
+1. The chapter's notebook is executed with FGLIB_RECORD_DIR set: every run it asks for is trained (or
+   read from the local cache) and noted, with its variant, seed and whether a figure needs its weights.
+2. Only when the whole notebook ran, the noted runs are copied into data/runs/: every new file is
+   first written under a temporary name, then all are renamed into place (weights before records),
+   then the chapter's index is replaced, then files that no chapter uses any more are removed. An
+   interruption before the renames leaves the previous store as it was; one during the renames (a
+   fraction of a second) is undone with `git checkout -- data/runs && git clean -f data/runs`.
+3. The notebook is executed again with FGLIB_STORE_ONLY=1, so that its committed outputs are read
+   from the store, exactly as `make test` will read them.
+
+Recording is refused under CI: CI verifies the store, it never writes it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from fglib import store
+from fglib.config import RunConfig
+from fglib.paths import REPO_ROOT
+
+
+def note_usage(cfg: RunConfig, variant: str | None = None, seed: int | None = None, weights: bool = False) -> None:
+    """While a chapter is being recorded, note that it uses cfg's run (one JSON line per call)."""
+    folder = os.environ.get("FGLIB_RECORD_DIR")
+    if not folder:
+        return
+    line = {"key": cfg.key(), "variant": variant, "seed": seed if seed is not None else cfg.train.seed,
+            "weights": weights, "config": cfg.to_dict()}
+    with open(Path(folder) / "usage.jsonl", "a") as f:
+        f.write(json.dumps(line, default=list) + "\n")
+
+
+def read_usage(folder: Path) -> list[dict[str, Any]]:
+    """The runs a recording noted, merged by key in order of first use: variant, seed, weights."""
+    path = folder / "usage.jsonl"
+    merged: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return []
+    for line in path.read_text().splitlines():
+        u = json.loads(line)
+        entry = merged.setdefault(u["key"], {"key": u["key"], "variant": None, "seed": u["seed"],
+                                             "weights": False, "config": u["config"]})
+        if entry["variant"] is None and u["variant"] is not None:
+            entry["variant"], entry["seed"] = u["variant"], u["seed"]
+        entry["weights"] = entry["weights"] or u["weights"]
+    return list(merged.values())
+
+
+def notebook_path(chapter: str) -> Path:
+    path = REPO_ROOT / "book" / f"{chapter}.ipynb"
+    if not (REPO_ROOT / "book" / f"{chapter}.md").exists():
+        known = sorted(p.stem for p in (REPO_ROOT / "book").glob("*.md") if "jupytext:" in p.read_text()[:400])
+        raise SystemExit(f"no chapter {chapter!r}: book/{chapter}.md does not exist; chapters: {', '.join(known)}")
+    return path
+
+
+def book_chapters() -> list[str]:
+    """The chapters in the order of the table of contents."""
+    import yaml
+
+    toc = yaml.safe_load((REPO_ROOT / "book" / "_toc.yml").read_text())
+    names = [Path(toc["root"]).name]
+
+    def walk(node):
+        for key in ("chapters", "sections", "parts"):
+            for child in node.get(key, []):
+                if "file" in child:
+                    names.append(Path(child["file"]).name)
+                walk(child)
+    walk(toc)
+    return [n for n in names if (REPO_ROOT / "book" / f"{n}.md").exists()
+            and "jupytext:" in (REPO_ROOT / "book" / f"{n}.md").read_text()[:400]]
+
+
+def execute(notebook: Path, env: dict[str, str], output: Path | None = None) -> None:
+    """Run a notebook top to bottom with nbconvert (in place, or into `output`)."""
+    cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+           "--ExecutePreprocessor.record_timing=False", "--ExecutePreprocessor.timeout=7200"]
+    cmd += ["--inplace"] if output is None else ["--output-dir", str(output.parent), "--output", output.name]
+    subprocess.run([*cmd, str(notebook)], check=True, env={**os.environ, **env}, cwd=REPO_ROOT)
+
+
+def commit(chapter: str, entries: list[dict[str, Any]]) -> dict[str, int]:
+    """Write the chapter's runs into the store (atomically, file by file), then its index, then clean up."""
+    from fglib.runner import cache_folder, lookup
+
+    elsewhere = {r["key"] for ch in store.indexed_chapters() if ch != chapter
+                 for r in store.read_index(ch) if r["weights"]}
+    plan = []
+    for e in entries:
+        e = {**e, "needs_weights": e["weights"] or e["key"] in elsewhere}   # another chapter's figures too
+        cfg = RunConfig.from_dict(e["config"])
+        record, where = lookup(cfg)
+        if record is None:
+            raise store.StoreError(f"run {e['key']} ({e['variant']}, seed {e['seed']}) was used by {chapter} but is "
+                                   "neither in the store nor in the local cache; run the record again")
+        in_store_weights = where == "store" and record.get("weights") and store.weights_path(e["key"]).exists()
+        cache_weights = cache_folder(cfg) / "model.pt"
+        if where == "store" and e["needs_weights"] and not in_store_weights:
+            cached = cache_folder(cfg) / "result.json"     # the store has its numbers, the cache its weights
+            if not cached.exists():
+                raise store.StoreError(f"run {e['key']} needs weights the store lacks; delete "
+                                       f"{store.run_path(e['key'])} and record {chapter} again")
+            record, where = store.read_record(cached), "cache"
+        plan.append((e, record, where, cache_weights if where == "cache" and e["needs_weights"] else None))
+    counts = {"recorded": 0, "kept": 0, "weights": 0}
+    staged: list[tuple[Path, Path]] = []                 # (temporary file, final path), weights first
+    try:
+        for e, record, where, weights_src in plan:       # 1. new files under temporary names
+            if where == "store":
+                counts["kept"] += 1
+                if record.get("weights") and not e["needs_weights"]:   # no chapter needs its weights now
+                    staged.append(_stage_text(store.run_path(e["key"]), {**record, "weights": None}))
+                continue
+            record = {**record, "weights": None}
+            if weights_src is not None:
+                tmp = _temporary(store.weights_path(e["key"]))
+                digest = store.copy_atomic(weights_src, tmp)
+                staged.insert(0, (tmp, store.weights_path(e["key"])))
+                record["weights"] = {"file": store.weights_path(e["key"]).name, "sha256": digest,
+                                     "dtype": str(store.WEIGHTS_DTYPE).replace("torch.", "")}
+                counts["weights"] += 1
+            staged.append(_stage_text(store.run_path(e["key"]), record))
+            counts["recorded"] += 1
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, final in staged:                            # 2. renamed into place
+        tmp.replace(final)
+    store.write_index(chapter, [{k: e[k] for k in ("key", "variant", "seed", "weights")} for e in entries])
+    counts["removed"] = collect_garbage()                # 3. files no chapter uses any more
+    return counts
+
+
+def _temporary(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def _stage_text(final: Path, record: dict[str, Any]) -> tuple[Path, Path]:
+    tmp = _temporary(final)
+    store.write_text_atomic(tmp, store.dumps({**record, "sha256": store.checksum(record)}))
+    return tmp, final
+
+
+def collect_garbage() -> int:
+    """Remove run records and weights that no chapter index uses (after an index was replaced)."""
+    used, weights = set(), set()
+    for ch in store.indexed_chapters():
+        for r in store.read_index(ch):
+            used.add(r["key"])
+            if r["weights"]:
+                weights.add(r["key"])
+    removed = 0
+    for path in store.store_dir().glob("*.json"):
+        if path.stem not in used:
+            path.unlink()
+            removed += 1
+    for path in store.store_dir().glob("*.pt"):
+        if path.stem not in weights:
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def record(chapter: str) -> None:
+    """Train what the chapter needs, write it into the store, re-execute the chapter from the store."""
+    if os.environ.get("CI"):
+        raise SystemExit("recording the results store is refused under CI: CI verifies the store, "
+                         "it never writes it (record on your machine with `make record CH=...` and commit)")
+    from fglib.data.synth import default_cache_dir
+
+    nb = notebook_path(chapter)
+    subprocess.run([sys.executable, "-m", "jupytext", "--sync", str(nb.with_suffix(".md"))], check=True,
+                   cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
+    staging = default_cache_dir() / "record" / chapter
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    print(f"record {chapter}: 1/3 executing the chapter, training what the store lacks", flush=True)
+    execute(nb, {"FGLIB_RECORD_DIR": str(staging), "FGLIB_STORE_ONLY": "0", "FGLIB_CHAPTER": chapter},
+            output=staging / nb.name)
+    entries = read_usage(staging)
+    if not entries and not store.chapter_index_path(chapter).exists():
+        print(f"record {chapter}: the chapter trains nothing; nothing to record", flush=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    print(f"record {chapter}: 2/3 writing {len(entries)} runs into {store.store_dir()}", flush=True)
+    counts = commit(chapter, entries)
+    print(f"record {chapter}: 3/3 re-executing the chapter from the store", flush=True)
+    execute(nb, {"FGLIB_STORE_ONLY": "1", "FGLIB_CHAPTER": chapter})
+    shutil.rmtree(staging, ignore_errors=True)
+    print(f"record {chapter}: {counts['recorded']} runs written ({counts['weights']} with weights), "
+          f"{counts['kept']} unchanged, {counts['removed']} unused files removed; "
+          f"store size {store.size_bytes() / 1e6:.1f} MB. Review `git status data/runs` and commit.")

@@ -1,0 +1,217 @@
+"""Checking the results store by re-training: CI's sample, and `make reproduce CH=<chapter>`.
+
+Verification re-trains stored runs into a scratch folder (never the store, never the local cache) and
+compares. On the CPU kind that recorded a run (same CPU model, instruction sets, torch version and
+precision), training is bit-reproducible, so the re-trained metrics must *equal* the stored ones and so
+must the per-step losses. On another kind the last bits differ from the first step on and the runs
+diverge like different seeds, so a metric must fall within
+
+    tol = max(K x sqrt(2) x sd, FLOOR),   K = 3, FLOOR = 0.015 (1.5 points of accuracy)
+
+of the stored value, where sd is the spread across seeds of the chapter's stored runs (see
+`seed_spread`): the difference of two runs that differ like seeds has a std of sqrt(2) sd, so the
+tolerance is 3 standard deviations of that difference. Top-1 and family top-1 are compared (the share
+of errors inside the family is a ratio of small counts, too noisy to check across kinds).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from fglib import store
+from fglib.config import RunConfig
+from fglib.paths import REPO_ROOT
+
+K, FLOOR, MIN_SEEDS = 3.0, 0.015, 3
+METRICS = ("top1", "family_top1")
+
+
+@dataclass
+class Entry:
+    chapter: str
+    key: str
+    variant: str | None
+    seed: int
+
+
+def commit_id() -> str:
+    """The checked-out commit (the sample rotates with it); FGLIB_VERIFY_SALT overrides it."""
+    if os.environ.get("FGLIB_VERIFY_SALT"):
+        return os.environ["FGLIB_VERIFY_SALT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "no-git"
+
+
+def sample(chapters: Iterable[str] | None = None, salt: str | None = None,
+           extra: Iterable[str] = ()) -> list[Entry]:
+    """One run per chapter, picked by hashing (salt, chapter), plus the runs named in `extra`.
+
+    `extra` holds run keys (FGLIB_VERIFY="key1,key2"); a chapter whose pick was already taken by an
+    earlier chapter (shared runs) takes the next run of its own, so the sample covers every chapter.
+    """
+    salt = commit_id() if salt is None else salt
+    picked: dict[str, Entry] = {}
+    for ch in chapters if chapters is not None else store.indexed_chapters():
+        runs = store.read_index(ch)
+        if not runs:
+            continue
+        start = int(hashlib.sha256(f"{salt}:{ch}".encode()).hexdigest(), 16) % len(runs)
+        for i in range(len(runs)):
+            r = runs[(start + i) % len(runs)]
+            if r["key"] not in picked:
+                picked[r["key"]] = Entry(ch, r["key"], r["variant"], r["seed"])
+                break
+    index = {r["key"]: (ch, r) for ch in store.indexed_chapters() for r in store.read_index(ch)}
+    for key in extra:
+        if key not in index:
+            raise store.StoreError(f"FGLIB_VERIFY names run {key!r}, which no chapter index in {store.chapters_dir()} "
+                           "lists; give keys of data/runs/<key>.json")
+        ch, r = index[key]
+        picked.setdefault(key, Entry(ch, key, r["variant"], r["seed"]))
+    return list(picked.values())
+
+
+def extra_from_env() -> list[str]:
+    return [k.strip() for k in os.environ.get("FGLIB_VERIFY", "").split(",") if k.strip()]
+
+
+def seed_spread(chapter: str, variant: str | None, metric: str, exclude: str | None = None) -> tuple[float, str]:
+    """(sd, how): the seed-to-seed std of a metric in the chapter's stored runs, without run `exclude`.
+
+    The larger of the variant's own std (when 2 or more of its other seeds are stored) and the std
+    pooled over all the chapter's variants with 2 or more seeds: a noisy variant keeps its own larger
+    spread, and a variant with few seeds borrows the chapter's. Leaving the verified run out keeps an
+    altered stored number from widening its own tolerance.
+    """
+    values: dict[Any, list[float]] = {}
+    for r in store.read_index(chapter):
+        if r["key"] == exclude or r["variant"] is None:
+            continue
+        m = store.read_record(store.run_path(r["key"]), chapter)["metrics"]
+        if metric in m:
+            values.setdefault(r["variant"], []).append(m[metric])
+    groups = [v for v in values.values() if len(v) >= 2]
+    dof = sum(len(v) - 1 for v in groups)
+    pooled = math.sqrt(sum((len(v) - 1) * pd.Series(v).var() for v in groups) / dof) if dof else 0.0
+    own = values.get(variant, [])
+    own_sd = float(pd.Series(own).std()) if len(own) >= 2 else 0.0
+    if own_sd > pooled:
+        return own_sd, f"std of {len(own)} other seeds"
+    return pooled, (f"std pooled over {len(groups)} variants" if dof else "no seeds to pool")
+
+
+def same_kind(record: dict[str, Any], precision: str) -> bool:
+    from fglib.provenance import cpu_kind
+
+    p = record["provenance"]
+    return p.get("cpu_kind") == cpu_kind()["id"] and p.get("precision") == precision
+
+
+def compare(entry: Entry, stored: dict[str, Any], fresh: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metric: stored, re-trained, difference, tolerance, verdict."""
+    exact = same_kind(stored, fresh["provenance"]["precision"])
+    rows = []
+    for metric in METRICS:
+        if metric not in stored["metrics"]:
+            continue
+        a, b = stored["metrics"][metric], fresh["metrics"][metric]
+        if exact:
+            tol, how = 0.0, "same CPU kind: must be equal"
+            ok = (store.same_numbers(a, b) and store.same_numbers(stored["metrics"], fresh["metrics"])
+                  and store.same_numbers(stored["history"], fresh["history"]))
+        else:
+            sd, how = seed_spread(entry.chapter, entry.variant, metric, exclude=entry.key)
+            tol = max(K * math.sqrt(2) * sd, FLOOR)
+            how = f"other CPU kind: |diff| <= max({K:g} x sqrt(2) x {how}, {FLOOR:g})"
+            ok = abs(b - a) <= tol
+        rows.append({"chapter": entry.chapter, "variant": entry.variant, "seed": entry.seed, "key": entry.key,
+                     "metric": metric, "stored": a, "retrained": b, "diff": b - a, "tol": tol,
+                     "rule": how, "ok": bool(ok)})
+    return rows
+
+
+def scratch_dir(name: str) -> Path:
+    from fglib.data.synth import default_cache_dir
+
+    return default_cache_dir() / name
+
+
+def retrain(keys: list[str], folder: Path, progress: bool | None = None) -> dict[str, dict[str, Any]]:
+    """Re-train stored runs into folder/<key>-<fingerprint>/ (resumable); their new records by key."""
+    from fglib.provenance import code_fingerprint
+    from fglib.runner import train_missing
+
+    cfgs = [RunConfig.from_dict(store.read_record(store.run_path(k))["config"]) for k in keys]
+
+    def folder_of(cfg: RunConfig) -> Path:
+        return folder / f"{cfg.key()}-{code_fingerprint(cfg.model.method)}"
+
+    train_missing(sorted(cfgs, key=_cost, reverse=True), folder_of=folder_of, progress=progress)
+    return {c.key(): store.read_record(folder_of(c) / "result.json") for c in cfgs}
+
+
+def _cost(cfg: RunConfig) -> float:
+    from fglib.runner import _cost as cost
+
+    return cost(cfg)
+
+
+def verify(entries: list[Entry], progress: bool | None = False, keep: bool = False) -> pd.DataFrame:
+    """Re-train each entry in a scratch folder and compare it with the store (a row per metric)."""
+    folder = scratch_dir("verify")
+    shutil.rmtree(folder, ignore_errors=True)
+    fresh = retrain([e.key for e in entries], folder, progress=progress)
+    rows = []
+    for e in entries:
+        rows += compare(e, store.read_record(store.run_path(e.key), e.chapter), fresh[e.key])
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    return pd.DataFrame(rows)
+
+
+# -- make reproduce ------------------------------------------------------------------------------------
+
+def reproduce(chapter: str, progress: bool | None = True) -> pd.DataFrame:
+    """Re-train every run of a chapter into data/cache/reproduce/ and compare per variant."""
+    from fglib.provenance import cpu_kind
+
+    runs = store.read_index(chapter)
+    keys = list(dict.fromkeys(r["key"] for r in runs))
+    fresh = retrain(keys, scratch_dir("reproduce"), progress=progress)
+    stored = {k: store.read_record(store.run_path(k), chapter) for k in keys}
+    exact = all(same_kind(stored[k], fresh[k]["provenance"]["precision"]) for k in keys)
+    rows = []
+    for variant in dict.fromkeys(r["variant"] for r in runs):
+        ks = [r["key"] for r in runs if r["variant"] == variant]
+        a = pd.Series([100 * stored[k]["metrics"]["top1"] for k in ks])
+        b = pd.Series([100 * fresh[k]["metrics"]["top1"] for k in ks])
+        diff = b.mean() - a.mean()
+        sd, _ = seed_spread(chapter, variant, "top1")
+        sd_a = a.std() if len(a) >= MIN_SEEDS else 100 * sd
+        sd_b = b.std() if len(b) >= MIN_SEEDS else 100 * sd
+        se = math.sqrt(sd_a ** 2 / len(a) + sd_b ** 2 / len(b))
+        rows.append({"variant": variant, "stored top-1": _fmt(a), "reproduced top-1": _fmt(b),
+                     "difference": round(diff, 2), "2 se": round(2 * se, 2),
+                     "identical runs": sum(store.same_numbers(stored[k]["metrics"], fresh[k]["metrics"])
+                                           for k in ks),
+                     "within seed noise": "yes" if abs(diff) <= max(2 * se, 100 * FLOOR) else "NO"})
+    table = pd.DataFrame(rows)
+    table.attrs["cpu"] = cpu_kind()
+    table.attrs["exact"] = exact
+    return table
+
+
+def _fmt(s: pd.Series) -> str:
+    return f"{s.mean():.2f} ± {s.std():.2f} ({len(s)})" if len(s) > 1 else f"{s.mean():.2f} (1)"

@@ -1,0 +1,345 @@
+"""The results store: fingerprints, reading and writing, stale runs, bad files, verification by re-training.
+
+The unit tests build a tiny store in a temporary folder. The last tests check the committed store
+itself: every run a chapter uses is fresh for the current code, and CI's sample of it re-trains to the
+stored numbers (equal on the recording CPU kind, within seed noise on another).
+"""
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import fglib.runner as runner
+from fglib import provenance, record, store, verify
+from fglib.config import RunConfig, book_profile
+from fglib.provenance import code_fingerprint, normalised_source
+
+from conftest import VERIFIED
+
+TINY = {"data.image_size": 32, "data.synth": {"num_classes": 4, "images_per_class": 8, "families": 2},
+        "model.widths": (8, 16), "model.blocks": (1, 1), "train.epochs": 1, "train.batch_size": 8}
+VARIANTS = {"gap": {}, "mc": {"model.method": "mcloss", "model.widths": (8, 8)}}
+
+
+# -- the code fingerprint ------------------------------------------------------------------------------
+
+def test_normalised_source_ignores_comments_docstrings_and_blank_lines():
+    a = 'def f(x):\n    """Doc."""\n    return x + 1  # plus one\n'
+    b = '# a header\ndef f(x):\n\n    return x + 1\n'
+    c = 'def f(x):\n    return x + 2\n'
+    assert normalised_source(a) == normalised_source(b) != normalised_source(c)
+    assert normalised_source('s = "a # not a comment"  # a comment\n') == 's = "a # not a comment"'
+    assert normalised_source('x = "a\fb"  # c\ndef f():\n    """doc"""\n    return 2\n') == \
+        'x = "a\fb"\ndef f():\n    return 2'                            # a form feed keeps line numbers
+
+
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """A copy of fglib's sources that the fingerprint reads, so a test can edit a formula."""
+    copy = tmp_path / "fglib"
+    shutil.copytree(provenance.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", copy)
+    return copy
+
+
+def test_fingerprint_follows_formula_lines_of_the_methods_own_modules(package_copy):
+    before = {m: code_fingerprint(m) for m in ("baseline", "mcloss", "apinet")}
+    path = package_copy / "models" / "mcloss.py"
+    text = path.read_text()
+    path.write_text(text.replace("# M_i zeroes", "# the mask M_i zeroes") + "\n# a trailing comment\n")
+    assert code_fingerprint("mcloss") == before["mcloss"]             # comments do not count
+    lines = [ln for ln in text.splitlines() if "F.cross_entropy(" in ln]
+    assert lines, "test needs a cross-entropy line in models/mcloss.py to edit"
+    path.write_text(text.replace(lines[0], lines[0].replace("F.cross_entropy(", "2 * F.cross_entropy(", 1)))
+    assert code_fingerprint("mcloss") != before["mcloss"]              # a changed formula does
+    assert code_fingerprint("baseline") == before["baseline"]          # other methods' runs stay valid
+    assert code_fingerprint("apinet") == before["apinet"]
+    engine = package_copy / "train.py"
+    engine.write_text(engine.read_text().replace("t.seed * 100_003 + epoch", "t.seed * 100_019 + epoch"))
+    assert all(code_fingerprint(m) != before[m] for m in before)       # the engine is in every run's
+
+
+def test_result_modules_cover_engine_and_model_but_not_the_registry():
+    mods = provenance.result_modules("mcloss")
+    assert {"fglib.train", "fglib.backbones", "fglib.data.synth", "fglib.models.mcloss"} <= set(mods)
+    assert "fglib.models" not in mods and "fglib.models.apinet" not in mods and "fglib.runtime" not in mods
+
+
+# -- precision by capability -----------------------------------------------------------------------------
+
+def test_precision_is_chosen_by_the_cpus_bf16_instructions(monkeypatch):
+    import torch
+
+    assert provenance.resolve_precision(False, "cpu") == "float32"
+    assert provenance.resolve_precision(True, "cpu") == "bfloat16"
+    assert provenance.resolve_precision("auto", "cuda") == "float16"
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: ("Xeon", ("avx2", "avx512_bf16", "avx512f")))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert provenance.resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")                   # oneDNN told not to use BF16
+    assert provenance.resolve_precision("auto", "cpu") == "float32"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(provenance, "_cpuinfo", lambda: ("EPYC", ("avx", "avx2")))
+    assert provenance.resolve_precision("auto", "cpu") == "float32"
+
+
+def test_cpu_kind_changes_with_the_allowed_instruction_sets(monkeypatch):
+    a = provenance.cpu_kind()["id"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    assert provenance.cpu_kind()["id"] != a
+
+
+# -- a tiny store ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_store(tmp_path, monkeypatch):
+    """A store with one chapter ('demo': gap and mc, seeds 0-2, weights for gap seed 0), recorded here."""
+    monkeypatch.setenv("FGLIB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FGLIB_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FGLIB_WORKERS", "1")
+    base = book_profile(**TINY)
+    runs, _ = runner.grid(base, VARIANTS, seeds=[0, 1, 2], progress=False)
+    entries = [{"key": k, "variant": v, "seed": s, "weights": (v, s) == ("gap", 0),
+                "config": base.override(**{**VARIANTS[v], "train.seed": s}).to_dict()}
+               for k, v, s in zip(runs.key, runs.variant, runs.seed)]
+    counts = record.commit("demo", entries)
+    assert counts["recorded"] == 6 and counts["weights"] == 1
+    shutil.rmtree(tmp_path / "cache" / "runs")                        # a fresh clone: only the store
+    return base, runs
+
+
+def test_grid_reads_the_store_and_trains_nothing(tiny_store, monkeypatch):
+    base, runs = tiny_store
+    monkeypatch.setenv("FGLIB_STORE_ONLY", "1")
+    monkeypatch.setattr(runner, "train", lambda *a, **k: pytest.fail("trained a stored run"))
+    again, _ = runner.grid(base, VARIANTS, seeds=[0, 1, 2], progress=False)
+    pd.testing.assert_frame_equal(again.drop(columns="seconds"), runs.drop(columns="seconds"))
+    assert len(runner.histories(again)) > 0
+    model, result = runner.load_model(base)                           # float16 weights, float64 model
+    assert result.source == "store" and next(model.parameters()).dtype == torch.float64
+    index = store.read_index("demo")
+    assert [r["weights"] for r in index].count(True) == 1
+
+
+def test_a_stale_run_is_an_error_naming_the_change_and_the_command(tiny_store, monkeypatch):
+    base, _ = tiny_store
+    monkeypatch.setenv("FGLIB_STORE_ONLY", "1")
+    real = provenance.module_hashes
+
+    def edited(method):
+        hashes = dict(real(method))
+        if method == "mcloss":
+            hashes["fglib.models.mcloss"] = "edited"
+        return hashes
+    monkeypatch.setattr(provenance, "module_hashes", edited)
+    monkeypatch.setattr(runner, "module_hashes", edited)
+    fp = {m: provenance.hashlib.sha256(json.dumps(edited(m), sort_keys=True).encode()).hexdigest()[:12]
+          for m in ("baseline", "mcloss")}
+    monkeypatch.setattr(runner, "code_fingerprint", lambda m: fp[m])
+    runner.grid(base, {"gap": {}}, seeds=[0, 1, 2], progress=False)     # baseline runs are still fresh
+    from fglib import runtime
+    monkeypatch.setattr(runtime, "_CHAPTER", "demo")
+    with pytest.raises(store.StaleRunError) as err:
+        runner.grid(base, VARIANTS, seeds=[0, 1, 2], progress=False)
+    msg = str(err.value)
+    assert "3 run(s)" in msg and "fglib.models.mcloss" in msg and "make record CH=demo" in msg
+    monkeypatch.delenv("FGLIB_STORE_ONLY")                              # a reader: it trains, and says so
+    calls = []
+    real_train = runner.train
+    monkeypatch.setattr(runner, "train", lambda cfg, **kw: calls.append(cfg) or real_train(cfg, **kw))
+    runner.grid(base, VARIANTS, seeds=[0], progress=False)
+    assert len(calls) == 1 and calls[0].model.method == "mcloss"
+
+
+def test_a_hand_edited_record_is_refused_with_the_fix(tiny_store):
+    base, runs = tiny_store
+    path = store.run_path(runs.key[0])
+    text = path.read_text()
+    path.write_text(text.replace('"top1":', '"top1":0.99,"was":', 1))
+    with pytest.raises(store.StoreError, match="edited by hand or is corrupted") as err:
+        runner.grid(base, VARIANTS, seeds=[0], progress=False)
+    assert str(path) in str(err.value) and "git checkout" in str(err.value)
+    path.write_text(text[: len(text) // 2])                            # truncated
+    with pytest.raises(store.StoreError, match="not a readable run record"):
+        runner.run(base)
+
+
+def test_a_newer_format_and_missing_weights_are_clear_errors(tiny_store):
+    base, runs = tiny_store
+    path = store.run_path(runs.key[0])
+    rec = json.loads(path.read_text())
+    store.write_record(path, {**rec, "format": store.FORMAT + 1})
+    with pytest.raises(store.StoreError, match="newer fglib"):
+        runner.run(base)
+    store.write_record(path, {**rec})
+    store.weights_path(runs.key[0]).unlink()
+    with pytest.raises(store.StoreError, match="weights file .* is missing") as err:
+        runner.load_model(base)
+    assert "make record CH=" in str(err.value)
+
+
+def test_an_interrupted_record_leaves_the_store_as_it_was(tiny_store, monkeypatch, tmp_path):
+    base, _ = tiny_store
+    before = {p: p.read_bytes() for p in store.store_dir().rglob("*") if p.is_file()}
+    book = tmp_path / "repo" / "book"
+    book.mkdir(parents=True)
+    (book / "demo.md").write_text("---\njupytext:\n---\n")
+    monkeypatch.setattr(record, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(record.subprocess, "run", lambda *a, **k: None)   # jupytext --sync
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(record, "execute", killed)
+    with pytest.raises(KeyboardInterrupt):
+        record.record("demo")
+    after = {p: p.read_bytes() for p in store.store_dir().rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_a_record_interrupted_while_writing_leaves_no_trace(tiny_store, monkeypatch):
+    base, runs = tiny_store
+    index = store.read_index("demo")
+    entries = [{**r, "weights": True, "config": base.override(**{**VARIANTS[r["variant"]],
+                                                                 "train.seed": r["seed"]}).to_dict()}
+               for r in index]
+    for e in entries:
+        store.run_path(e["key"]).unlink()                             # so that commit writes every run
+    runner.run_many([RunConfig.from_dict(e["config"]) for e in entries])   # trained into the cache again
+    before = {p: p.read_bytes() for p in store.store_dir().rglob("*") if p.is_file()}
+    calls = []
+    real = store.copy_atomic
+
+    def dies_on_third(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(src, dst)
+    monkeypatch.setattr(store, "copy_atomic", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        record.commit("demo", entries)
+    after = {p: p.read_bytes() for p in store.store_dir().rglob("*") if p.is_file()}
+    assert after == before and not list(store.store_dir().glob(".*.tmp"))
+
+
+def test_weights_another_chapter_needs_survive_recording_this_one(tiny_store):
+    base, runs = tiny_store
+    key = runs.key[0]                                                 # gap seed 0: demo needs its weights
+    entries = [{"key": key, "variant": "gap", "seed": 0, "weights": False, "config": base.to_dict()}]
+    record.commit("other", entries)                                   # a chapter that only reads numbers
+    assert store.read_record(store.run_path(key))["weights"] is not None
+    assert store.weights_path(key).exists()
+    model, _ = runner.load_model(base)
+
+
+def test_record_is_refused_under_ci(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(SystemExit, match="refused under CI"):
+        record.record("mcloss")
+
+
+def test_unused_files_are_collected_after_an_index_changes(tiny_store):
+    _, runs = tiny_store
+    index = store.read_index("demo")
+    store.write_index("demo", index[:2])
+    removed = record.collect_garbage()
+    assert removed == 4 and sorted(p.stem for p in store.store_dir().glob("*.json")) == sorted(runs.key[:2])
+
+
+# -- verification ------------------------------------------------------------------------------------------
+
+def test_verification_same_kind_is_exact_and_catches_an_altered_number(tiny_store):
+    _, runs = tiny_store
+    entries = verify.sample(["demo"], salt="abc")
+    table = verify.verify(entries)
+    assert table.ok.all() and (table["diff"] == 0).all() and table.rule.str.startswith("same CPU kind").all()
+    key = entries[0].key
+    rec = store.read_record(store.run_path(key))
+    rec["metrics"]["top1"] += 0.0001                                   # altered, checksum made to fit
+    store.write_record(store.run_path(key), rec)
+    table = verify.verify(entries)
+    assert not table[table.metric == "top1"].ok.any()
+
+
+def test_verification_on_another_kind_uses_the_seed_spread(tiny_store, monkeypatch):
+    monkeypatch.setattr(verify, "same_kind", lambda record, precision: False)
+    entries = verify.sample(["demo"], salt="abc")
+    table = verify.verify(entries)
+    row = table[table.metric == "top1"].iloc[0]
+    seeds = {v: [store.read_record(store.run_path(r["key"]))["metrics"]["top1"]
+                 for r in store.read_index("demo") if r["variant"] == v and r["key"] != row.key]
+             for v in VARIANTS}
+    pooled = (sum(pd.Series(v).var() * (len(v) - 1) for v in seeds.values())
+              / sum(len(v) - 1 for v in seeds.values())) ** 0.5
+    sd = max(pooled, pd.Series(seeds[row.variant]).std())
+    assert row.tol == pytest.approx(max(3 * 2 ** 0.5 * sd, verify.FLOOR))
+    assert row.ok and "other CPU kind" in row.rule
+    rec = store.read_record(store.run_path(row.key))
+    rec["metrics"]["top1"] += row.tol + 0.01                        # its own seed spread is left out
+    store.write_record(store.run_path(row.key), rec)
+    assert not verify.verify(entries).query("metric == 'top1'").ok.any()
+
+
+def test_the_sample_rotates_with_the_commit_and_takes_named_runs(tiny_store):
+    _, runs = tiny_store
+    picks = {verify.sample(["demo"], salt=str(i))[0].key for i in range(30)}
+    assert len(picks) > 2                                              # it rotates over the chapter's runs
+    assert verify.sample(["demo"], salt="x") == verify.sample(["demo"], salt="x")
+    both = verify.sample(["demo"], salt="x", extra=[runs.key[5]])
+    assert runs.key[5] in {e.key for e in both}
+    with pytest.raises(store.StoreError, match="no chapter index"):
+        verify.sample(["demo"], salt="x", extra=["nosuchkey"])
+
+
+def test_reproduce_compares_per_variant_without_touching_the_store(tiny_store):
+    before = {p: p.read_bytes() for p in store.store_dir().rglob("*") if p.is_file()}
+    table = verify.reproduce("demo", progress=False)
+    assert list(table.variant) == ["gap", "mc"] and (table["within seed noise"] == "yes").all()
+    assert (table["identical runs"] == 3).all() and table.attrs["exact"]
+    assert before == {p: p.read_bytes() for p in store.store_dir().rglob("*") if p.is_file()}
+
+
+# -- the committed store ---------------------------------------------------------------------------------
+
+COMMITTED = store.indexed_chapters()
+
+
+def test_the_book_has_a_store_within_its_size_budget(capsys):
+    assert COMMITTED, f"no chapter index in {store.chapters_dir()}: record the chapters with `make record CH=all`"
+    size = store.size_bytes()
+    with capsys.disabled():
+        print(f"\nresults store: {size / 1e6:.2f} MB in {store.store_dir()}")
+    assert size < 30e6
+
+
+@pytest.mark.parametrize("chapter", COMMITTED)
+def test_every_run_a_chapter_uses_is_fresh_for_the_current_code(chapter):
+    stale = []
+    for r in store.read_index(chapter):
+        rec = store.read_record(store.run_path(r["key"]), chapter)     # readable, intact checksum
+        cfg = RunConfig.from_dict(rec["config"])
+        assert cfg.key() == r["key"], f"{store.run_path(r['key'])} holds another config than its key"
+        if rec["fingerprint"] != code_fingerprint(cfg.model.method):
+            stale.append(f"  {r['key']} ({r['variant']}, seed {r['seed']}): {runner.why_not_stored(cfg)}")
+        if r["weights"]:
+            store.load_weights(store.weights_path(r["key"]), rec["weights"]["sha256"], chapter)
+    assert not stale, (f"{len(stale)} run(s) of chapter {chapter} were recorded with other code:\n"
+                       + "\n".join(stale) + f"\nRefresh them with `make record CH={chapter}` and commit data/runs/")
+
+
+def test_ci_verification_sample():
+    """Re-train one stored run per chapter (rotating with the commit) plus FGLIB_VERIFY's keys."""
+    from fglib.provenance import cpu_kind
+
+    entries = verify.sample(COMMITTED, extra=verify.extra_from_env())
+    table = verify.verify(entries)
+    kind = cpu_kind()
+    table.attrs["header"] = [f"commit {verify.commit_id()[:12]}; this CPU: {kind['cpu']}, "
+                             f"torch {kind['torch_capability']}, oneDNN ISA {kind['onednn_max_isa']} "
+                             f"(kind {kind['id']})"]
+    VERIFIED.append(table)
+    bad = table[~table.ok]
+    assert bad.empty, f"stored runs do not re-train to their stored numbers:\n{bad.to_string(index=False)}"
