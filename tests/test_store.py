@@ -151,8 +151,17 @@ def test_a_stale_run_is_an_error_naming_the_change_and_the_command(tiny_store, m
     calls = []
     real_train = runner.train
     monkeypatch.setattr(runner, "train", lambda cfg, **kw: calls.append(cfg) or real_train(cfg, **kw))
-    runner.grid(base, VARIANTS, seeds=[0], progress=False)
-    assert len(calls) == 1 and calls[0].model.method == "mcloss"
+    runs, _ = runner.grid(base, VARIANTS, seeds=[0, 1, 2], progress=False)
+    assert len(calls) == 3 and {c.model.method for c in calls} == {"mcloss"}
+    entries = [{"key": k, "variant": v, "seed": s, "weights": False,
+                "config": base.override(**{**VARIANTS[v], "train.seed": s}).to_dict()}
+               for k, v, s in zip(runs.key, runs.variant, runs.seed)]
+    counts = record.commit("demo", entries)                             # what `make record` does then
+    assert (counts["recorded"], counts["kept"]) == (3, 3)             # mcloss re-recorded, gap kept
+    monkeypatch.setenv("FGLIB_STORE_ONLY", "1")
+    shutil.rmtree(runner.runs_dir())
+    again, _ = runner.grid(base, VARIANTS, seeds=[0, 1, 2], progress=False)   # passes again
+    assert len(calls) == 3 and again.top1.tolist() == runs.top1.tolist()
 
 
 def test_a_hand_edited_record_is_refused_with_the_fix(tiny_store):
