@@ -8,8 +8,8 @@ diverge like different seeds, so a metric must fall within
 
     tol = max(K x sqrt(2) x sd, FLOOR),   K = 3, FLOOR = 0.015 (1.5 points of accuracy)
 
-of the stored value, where sd is the spread across seeds of the chapter's stored runs (see
-`seed_spread`): the difference of two runs that differ like seeds has a std of sqrt(2) sd, so the
+of the stored value, where sd is the larger of the variant's own seed spread and the store's typical
+one (see `seed_spread`): the difference of two runs that differ like seeds has a std of sqrt(2) sd, so the
 tolerance is 3 standard deviations of that difference. Top-1 and family top-1 are compared (the share
 of errors inside the family is a ratio of small counts, too noisy to check across kinds).
 """
@@ -87,14 +87,8 @@ def extra_from_env() -> list[str]:
     return [k.strip() for k in os.environ.get("FGLIB_VERIFY", "").split(",") if k.strip()]
 
 
-def seed_spread(chapter: str, variant: str | None, metric: str, exclude: str | None = None) -> tuple[float, str]:
-    """(sd, how): the seed-to-seed std of a metric in the chapter's stored runs, without run `exclude`.
-
-    The larger of the variant's own std (when 2 or more of its other seeds are stored) and the std
-    pooled over all the chapter's variants with 2 or more seeds: a noisy variant keeps its own larger
-    spread, and a variant with few seeds borrows the chapter's. Leaving the verified run out keeps an
-    altered stored number from widening its own tolerance.
-    """
+def variant_values(chapter: str, metric: str, exclude: str | None = None) -> dict[Any, list[float]]:
+    """{variant: the metric of each stored seed} for a chapter, without run `exclude`."""
     values: dict[Any, list[float]] = {}
     for r in store.read_index(chapter):
         if r["key"] == exclude or r["variant"] is None:
@@ -102,14 +96,30 @@ def seed_spread(chapter: str, variant: str | None, metric: str, exclude: str | N
         m = store.read_record(store.run_path(r["key"]), chapter)["metrics"]
         if metric in m:
             values.setdefault(r["variant"], []).append(m[metric])
-    groups = [v for v in values.values() if len(v) >= 2]
-    dof = sum(len(v) - 1 for v in groups)
-    pooled = math.sqrt(sum((len(v) - 1) * pd.Series(v).var() for v in groups) / dof) if dof else 0.0
-    own = values.get(variant, [])
+    return values
+
+
+def typical_spread(metric: str, exclude: str | None = None) -> float:
+    """The median seed-to-seed std of a metric over every variant in the store with 3+ seeds."""
+    stds = [pd.Series(v).std() for ch in store.indexed_chapters()
+            for v in variant_values(ch, metric, exclude).values() if len(v) >= MIN_SEEDS]
+    return float(pd.Series(stds).median()) if stds else 0.0
+
+
+def seed_spread(chapter: str, variant: str | None, metric: str, exclude: str | None = None) -> tuple[float, str]:
+    """(sd, how): the seed-to-seed std to expect for a run of `variant`, without run `exclude`.
+
+    The larger of the variant's own std over its other stored seeds (when there are 2 or more) and
+    the store's typical spread (the median std over all variants with 3+ seeds): a noisy variant keeps
+    its own larger spread, a variant with few seeds or a spread small by chance gets the typical one.
+    Leaving the verified run out keeps an altered stored number from widening its own tolerance.
+    """
+    own = variant_values(chapter, metric, exclude).get(variant, [])
     own_sd = float(pd.Series(own).std()) if len(own) >= 2 else 0.0
-    if own_sd > pooled:
+    typical = typical_spread(metric, exclude)
+    if own_sd > typical:
         return own_sd, f"std of {len(own)} other seeds"
-    return pooled, (f"std pooled over {len(groups)} variants" if dof else "no seeds to pool")
+    return typical, "the store's median seed std"
 
 
 def same_kind(record: dict[str, Any], precision: str) -> bool:

@@ -177,10 +177,19 @@ def test_ddp_two_processes_match_one(tiny, tmp_path, cache):
                     "-m", "fglib", "train", *args], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
     single = train(cfg, data=data, progress=False)
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
-    # batch norm normalises each half batch on its own process, and its running statistics are those
-    # of process 0, so the runs agree closely (learned parameters), not bit for bit
-    for name, p in single.model.named_parameters():
-        assert torch.allclose(ddp[name], p.detach(), atol=2e-2, rtol=0.05), name
+    # Batch norm normalises each half batch (4 images) on its own process, so the two runs agree in
+    # their first loss (same initialisation, same global batch) and roughly in what they learn, not
+    # bit for bit: the parameter updates point the same way and have the same size. (An absolute
+    # tolerance on the weights themselves mostly measured the shared initialisation.)
+    from fglib.train import build
+
+    torch.manual_seed(cfg.train.seed)
+    init = build(cfg, data[0].num_classes).state_dict()
+    names = [n for n, _ in single.model.named_parameters()]
+    learned = torch.cat([(single.model.state_dict()[n] - init[n]).flatten() for n in names])
+    learned_ddp = torch.cat([(ddp[n] - init[n]).flatten() for n in names])
+    assert torch.nn.functional.cosine_similarity(learned, learned_ddp, dim=0) > 0.5
+    assert 0.8 < learned_ddp.norm() / learned.norm() < 1.25
     history = json.loads((tmp_path / "ddp.json").read_text())["history"]
     assert len(history) == len(single.history)
     assert history[0]["loss"] == pytest.approx(single.history[0]["loss"], rel=0.05)
