@@ -122,7 +122,7 @@ def commit(chapter: str, entries: list[dict[str, Any]]) -> dict[str, int]:
                 continue
             record = {**record, "weights": None}
             if weights_src is not None:
-                tmp = _temporary(store.weights_path(e["key"]))
+                tmp = store.temporary_path(store.weights_path(e["key"]))
                 digest = store.copy_atomic(weights_src, tmp)
                 staged.insert(0, (tmp, store.weights_path(e["key"])))
                 record["weights"] = {"file": store.weights_path(e["key"]).name, "sha256": digest,
@@ -141,12 +141,8 @@ def commit(chapter: str, entries: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def _temporary(final: Path) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
-
-
 def _stage_text(final: Path, record: dict[str, Any]) -> tuple[Path, Path]:
-    tmp = _temporary(final)
+    tmp = store.temporary_path(final)
     store.write_text_atomic(tmp, store.dumps({**record, "sha256": store.checksum(record)}))
     return tmp, final
 

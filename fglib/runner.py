@@ -212,7 +212,6 @@ def run_many(cfgs: list[RunConfig], progress: bool | None = None, workers: int |
     """Results of cfgs: stored and cached ones are read back, the others trained in parallel processes."""
     missing = list({c.key(): c for c in cfgs if lookup(c)[1] == "none"}.values())
     ensure_trainable(missing)
-    missing.sort(key=_cost, reverse=True)             # longest first, so that no core idles at the end
     train_missing(missing, progress=progress, workers=workers)
     return [run(c) for c in cfgs]
 
@@ -223,6 +222,7 @@ def train_missing(cfgs: list[RunConfig], folder_of=cache_folder, progress: bool 
     from fglib.runtime import progress_bar
 
     todo = [c for c in cfgs if not (folder_of(c) / "result.json").exists()]
+    todo.sort(key=_cost, reverse=True)                # longest first, so that no core idles at the end
     if todo:
         ensure_fresh_data_cache()
     workers = workers or int(os.environ.get("FGLIB_WORKERS", "0")) or (os.cpu_count() or 1)

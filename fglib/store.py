@@ -17,6 +17,7 @@ format; its folder name covers the fingerprint too, so edited code never reads o
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -113,14 +114,26 @@ def dumps(record: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def temporary_path(final: Path) -> Path:
+    """Where a file is written before it is renamed to `final` (ignored by git)."""
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> str:
+    """Write to a temporary file, flush it to disk, rename it: readers never see half a file.
+    Returns the sha256 of the bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
+    tmp = temporary_path(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
 
 
 def same_numbers(a: Any, b: Any) -> bool:
@@ -165,25 +178,14 @@ def compact_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_weights(path: Path, state: dict[str, torch.Tensor]) -> str:
     """Write compact weights atomically; returns their sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(compact_state(state), tmp)
-    digest = file_sha256(tmp)
-    tmp.replace(path)
-    return digest
+    buffer = io.BytesIO()
+    torch.save(compact_state(state), buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def copy_atomic(src: Path, dst: Path) -> str:
     """Copy src to dst through a temporary file and a rename; returns the sha256 of the bytes."""
-    data = src.read_bytes()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(dst)
-    return hashlib.sha256(data).hexdigest()
+    return write_bytes_atomic(dst, src.read_bytes())
 
 
 def file_sha256(path: Path) -> str:

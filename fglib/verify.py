@@ -168,14 +168,8 @@ def retrain(keys: list[str], folder: Path, progress: bool | None = None) -> dict
     def folder_of(cfg: RunConfig) -> Path:
         return folder / f"{cfg.key()}-{code_fingerprint(cfg.model.method)}"
 
-    train_missing(sorted(cfgs, key=_cost, reverse=True), folder_of=folder_of, progress=progress)
+    train_missing(cfgs, folder_of=folder_of, progress=progress)
     return {c.key(): store.read_record(folder_of(c) / "result.json") for c in cfgs}
-
-
-def _cost(cfg: RunConfig) -> float:
-    from fglib.runner import _cost as cost
-
-    return cost(cfg)
 
 
 def verify(entries: list[Entry], progress: bool | None = False, keep: bool = False) -> pd.DataFrame:
