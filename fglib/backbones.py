@@ -13,6 +13,10 @@ import torch
 from torch import nn
 
 
+class PretrainedWeightsError(RuntimeError):
+    """The ImageNet weights of a torchvision backbone could not be fetched."""
+
+
 class BasicBlock(nn.Module):
     """y = relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)), He et al. 2016."""
 
@@ -76,7 +80,14 @@ class TorchvisionResNet(nn.Module):
         if pretrained and weights_path is None:
             # torchvision's weights API: downloads (or reads from the torch hub cache) the ImageNet weights
             weights = torchvision.models.get_model_weights(name).DEFAULT
-        net = builders[name](weights=weights)
+        try:
+            net = builders[name](weights=weights)
+        except OSError as e:                      # urllib's URLError, a timeout, a refused connection
+            raise PretrainedWeightsError(
+                f"the ImageNet weights of {name} could not be fetched ({e}). Ways out: pass a saved "
+                f"state_dict as model.weights_path; put {weights.url.rsplit('/', 1)[-1]} into the torch "
+                f"hub cache ({torch.hub.get_dir()}/checkpoints); or train from scratch with "
+                f"model.pretrained=false") from None
         if weights_path is not None:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}   # the ImageNet classifier

@@ -22,7 +22,7 @@ from torch import nn
 from fglib.backbones import build_backbone
 from fglib.config import RunConfig
 from fglib.data.memory import ImageTensors, augment, normalise
-from fglib.models import MODELS, build_model
+from fglib.models import MODEL_CLASSES, MODELS, build_model
 from fglib.provenance import resolve_precision
 
 
@@ -49,7 +49,7 @@ def load_data(cfg: RunConfig) -> tuple[ImageTensors, ImageTensors]:
     from fglib.data.cub import CUBDataset
     from fglib.data.memory import load_tensors
 
-    from fglib.data.real import DATASETS
+    from fglib.data.registry import DATASETS
 
     d = cfg.data
     if d.name == "synth":
@@ -102,9 +102,12 @@ def check_config(cfg: RunConfig, train: ImageTensors | None = None) -> None:
         raise ConfigError(f"unknown method {m.method!r}; known methods: {', '.join(sorted(MODELS))}")
     if t.sampler not in ("random", "balanced"):
         raise ConfigError(f"train.sampler must be 'random' or 'balanced', got {t.sampler!r}")
-    if m.method == "apinet" and (t.sampler != "balanced" or t.images_per_class < 2 or t.classes_per_batch < 2):
-        raise ConfigError("API-Net pairs images inside a batch: use train.sampler='balanced' with "
-                          "train.images_per_class >= 2 and train.classes_per_batch >= 2")
+    needs = MODEL_CLASSES[m.method].needs                  # what the model asks of a training batch
+    if needs.balanced and (t.sampler != "balanced" or t.classes_per_batch < needs.classes
+                           or t.images_per_class < needs.images_per_class):
+        raise ConfigError(f"{needs.why}: use train.sampler='balanced' with "
+                          f"train.classes_per_batch >= {needs.classes} and "
+                          f"train.images_per_class >= {needs.images_per_class}")
     stride = 2 ** (len(m.widths) - 1) if m.backbone == "small_resnet" else 32
     if d.image_size < 2 * stride:
         raise ConfigError(f"data.image_size={d.image_size} is too small for backbone {m.backbone!r} with output "

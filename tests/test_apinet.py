@@ -91,9 +91,11 @@ def test_api_module_matches_equations():
     assert api.map1.in_features == 2 * d and api.map1.out_features == 10 and api.map2.out_features == d
     assert APIModule(2048).map1.out_features == 512 and APIModule(8, hidden=3).map1.out_features == 3
     x1, x2 = torch.randn(3, d, dtype=torch.float64), torch.randn(3, d, dtype=torch.float64)
-    (x1_self, x1_other, x2_self, x2_other), (g1, g2) = api(x1, x2)
+    (x1_self, x1_other, x2_self, x2_other), (g1, g2), got_x_m = api(x1, x2)
     W1, b1, W2, b2 = api.map1.weight, api.map1.bias, api.map2.weight, api.map2.bias
     x_m = (torch.cat([x1, x2], 1) @ W1.T + b1) @ W2.T + b2         # no non-linearity between the two layers
+    torch.testing.assert_close(got_x_m, x_m)
+    torch.testing.assert_close(api.mutual(x1, x2), x_m)
     e_g1, e_g2 = 1 / (1 + torch.exp(-x_m * x1)), 1 / (1 + torch.exp(-x_m * x2))
     torch.testing.assert_close(g1, e_g1)
     torch.testing.assert_close(g2, e_g2)
@@ -168,12 +170,12 @@ def test_apinet_eval_is_the_plain_classifier():
     logits, losses = model(x)
     assert losses == {}
     with torch.no_grad():
-        expected = model.fc(model.backbone(x).mean((2, 3)))
+        expected = model.head.fc(model.backbone(x).mean((2, 3)))
     torch.testing.assert_close(logits, expected)
     with torch.no_grad():
         cam = model.cam(x, y)                                       # stride 2: 19 x 23 -> 10 x 12
     assert cam.shape == (6, 10, 12)
-    torch.testing.assert_close(cam.mean((1, 2)) + model.fc.bias[y], logits[torch.arange(6), y])  # GAP of M_c
+    torch.testing.assert_close(cam.mean((1, 2)) + model.head.fc.bias[y], logits[torch.arange(6), y])  # GAP of M_c
 
 
 def test_gradient_reaches_backbone_and_api_mlp():
@@ -181,7 +183,7 @@ def test_gradient_reaches_backbone_and_api_mlp():
     model = tiny_model()
     _, losses = model(x, y)
     sum(losses.values()).backward()
-    for p in [model.backbone.stem[0].weight, model.api.map1.weight, model.api.map2.weight, model.fc.weight]:
+    for p in [model.backbone.stem[0].weight, model.api.map1.weight, model.api.map2.weight, model.head.fc.weight]:
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
@@ -198,6 +200,6 @@ def test_registry_builds_apinet_with_options():
     cfg = ModelConfig(method="apinet", dropout=0.5, options={"lam": 0.5, "pairs": "random", "hidden": 16})
     model = build_model("apinet", SmallResNet((4, 8), (1, 1)), 3, cfg)
     assert isinstance(model, APINet) and model.lam == 0.5 and model.pairs == "random"
-    assert model.api.map1.out_features == 16 and model.dropout.p == 0.5
+    assert model.api.map1.out_features == 16 and model.head.dropout.p == 0.5
     with pytest.raises(ValueError, match="not settings of 'apinet'"):
         build_model("apinet", SmallResNet((4, 8), (1, 1)), 3, ModelConfig(method="apinet", options={"mu": 1}))

@@ -53,6 +53,22 @@ def test_components_match_loops(groups):
     assert mc.diversity(fmap).item() == pytest.approx(float(ref_div(fmap, groups)), rel=1e-9)
 
 
+@pytest.mark.parametrize("groups", [[2, 3, 3], [1, 4]])
+def test_class_channels_are_the_groups_channels(groups):
+    """class_channels(F, y)[b, j] = F[b, channel j of group y_b]; the rest is -inf."""
+    fmap = torch.randn(3, sum(groups), 2, 5, dtype=torch.float64)
+    y = torch.tensor([len(groups) - 1, 0, 0])
+    out = MCLoss(groups).class_channels(fmap, y)
+    assert out.shape == (3, max(groups), 2, 5)
+    for b in range(3):
+        chans = ref_groups(groups)[y[b]]
+        for j in range(max(groups)):
+            if j < len(chans):
+                assert torch.equal(out[b, j], fmap[b, chans[j]])
+            else:
+                assert torch.isinf(out[b, j]).all() and (out[b, j] < 0).all()
+
+
 def test_mask_drops_floor_half_of_each_group_and_matches_loops():
     groups = [3, 4, 5, 1]
     mc = MCLoss(groups, mask="batch")

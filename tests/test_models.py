@@ -5,7 +5,7 @@ import torch
 from fglib.backbones import SmallResNet, TorchvisionResNet, build_backbone
 from fglib.config import ModelConfig
 from fglib.data.memory import augment
-from fglib.models import build_model
+from fglib.models import MODELS, build_model
 from fglib.models.baseline import BilinearClassifier, GAPClassifier, bilinear_pool
 
 
@@ -61,13 +61,92 @@ def test_bilinear_pool_gradient():
     assert torch.autograd.gradcheck(bilinear_pool, (fmap,))
 
 
-def test_cam_sums_to_the_logit():
-    model = GAPClassifier(SmallResNet((4, 8), (1, 1)), 5).eval()
-    x = torch.randn(2, 3, 16, 16)
-    cls = torch.tensor([1, 3])
-    cam = model.cam(x, cls)
-    logits, _ = model(x)
-    assert torch.allclose(cam.mean((1, 2)) + model.fc.bias[cls], logits[torch.arange(2), cls], atol=1e-5)
+def _contract_model(method, num_classes, widths=(6, 10)):
+    """A tiny instance of a registered method (balanced batches where the model needs them)."""
+    from fglib.models import MODEL_CLASSES
+
+    cfg = ModelConfig(method=method, widths=widths, blocks=(1,) * len(widths), bilinear_dim=3)
+    needs = MODEL_CLASSES[method].needs
+    return build_model(method, SmallResNet(widths, (1,) * len(widths)), num_classes, cfg).double(), needs
+
+
+def _contract_batch(needs, num_classes, size=(2 * 3 + 1, 2 * 5 + 3)):
+    per_class = max(2, needs.images_per_class)
+    y = torch.arange(num_classes).repeat_interleave(per_class)[: max(needs.classes, num_classes) * per_class]
+    return torch.randn(len(y), 3, *size, dtype=torch.float64), y
+
+
+@pytest.mark.parametrize("method", sorted(MODELS))
+@pytest.mark.parametrize("num_classes", [3, 5])
+def test_model_contract(method, num_classes):
+    """Every registered model: (logits, named losses); shapes on odd sizes; nothing at evaluation;
+    one image at a time; a class map whose mean plus the bias is the logit, where it has one."""
+    torch.manual_seed(0)
+    model, needs = _contract_model(method, num_classes)
+    x, y = _contract_batch(needs, num_classes)
+    logits, losses = model.train()(x, y)
+    assert logits.shape == (len(x), num_classes)
+    assert losses and "ce" in losses and all(v.dim() == 0 and v.isfinite() for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+    model.eval()
+    with torch.no_grad():
+        logits, losses = model(x)
+        assert losses == {} and logits.shape == (len(x), num_classes)
+        one, _ = model(x[:1])                                       # batch-size-1 inference
+        torch.testing.assert_close(one, logits[:1])
+        fmap = model.features(x)
+        assert fmap.shape[:2] == (len(x), model.backbone.out_channels if method != "bilinear" else 3)
+        torch.testing.assert_close(model.forward_head(fmap), logits)
+        if model.has_cam:
+            cam = model.cam(x, y)
+            assert cam.shape == (len(x), *fmap.shape[2:])
+            torch.testing.assert_close(cam.mean((1, 2)) + model.head.fc.bias[y],
+                                       logits[torch.arange(len(x)), y])
+        else:
+            with pytest.raises(TypeError, match="no class activation map"):
+                model.cam(x, y)
+
+
+def test_a_model_that_needs_balanced_batches_is_refused_random_ones():
+    from fglib.config import RunConfig
+    from fglib.train import ConfigError, check_config
+
+    cfg = RunConfig().override(**{"model.method": "apinet", "train.sampler": "random"})
+    with pytest.raises(ConfigError, match="pairs every image.*classes_per_batch >= 2"):
+        check_config(cfg)
+    check_config(cfg.override(**{"train.sampler": "balanced"}))
+    with pytest.raises(ConfigError, match="images_per_class >= 2"):
+        check_config(cfg.override(**{"train.sampler": "balanced", "train.images_per_class": 1}))
+
+
+@pytest.mark.parametrize("method", sorted(MODELS))
+def test_model_options_are_the_constructor_arguments(method):
+    import inspect
+
+    from fglib.models import MODEL_CLASSES, option_names
+
+    params = set(inspect.signature(MODEL_CLASSES[method].__init__).parameters)
+    assert set(option_names(method)) <= params
+    with pytest.raises(ValueError, match="not settings of"):
+        build_model(method, SmallResNet((4, 8), (1, 1)), 3, ModelConfig(method=method, options={"nope": 1}))
+
+
+def test_pretrained_weights_that_cannot_be_fetched_name_the_ways_out(monkeypatch, tmp_path):
+    import urllib.error
+
+    import torchvision
+
+    from fglib.backbones import PretrainedWeightsError
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict",
+                        lambda self, *a, **k: offline())
+    with pytest.raises(PretrainedWeightsError, match="could not be fetched.*weights_path.*torch hub cache.*"
+                                                     "pretrained=false"):
+        TorchvisionResNet("resnet18", pretrained=True)
 
 
 def test_augment_crops_and_flips_like_the_definition():

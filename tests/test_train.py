@@ -121,7 +121,7 @@ def test_checkpoint_from_another_config_is_refused(tiny, tmp_path):
     ({"train.sampler": "balanced", "train.classes_per_batch": 2, "train.images_per_class": 50}, "cannot be filled"),
     ({"train.sampler": "balanced", "train.classes_per_batch": 9}, "only 4 classes"),
     ({"train.batch_size": 1000}, "exceeds"),
-    ({"model.method": "apinet"}, "API-Net pairs images inside a batch"),
+    ({"model.method": "apinet"}, "API-Net pairs every image.*train.sampler=.balanced"),
 ])
 def test_bad_configs_fail_before_training(tiny, overrides, message):
     cfg, data = tiny

@@ -25,6 +25,13 @@ class ImageTensors:
     num_classes: int
     part_names: list[str]
     disc_parts: torch.Tensor | None = None   # (num_classes, P) bool: parts that tell a class from its nearest class
+    hard: torch.Tensor | None = None         # (num_classes,) bool: the class belongs to a hard family
+
+    def in_hard_family(self) -> torch.Tensor:
+        """(N,) bool: whether each image's class is in a hard family (benchmark only)."""
+        if self.hard is None:
+            raise ValueError("this dataset records no hard families (only the generated benchmark does)")
+        return self.hard[self.labels]
 
     def discriminative_parts(self) -> torch.Tensor:
         """(N, P) bool: for every image, the parts that distinguish its class (benchmark only)."""
@@ -41,19 +48,20 @@ class ImageTensors:
         return x.mean((0, 2, 3)), x.std((0, 2, 3))
 
 
-def _read_families(root: Path, num_classes: int) -> torch.Tensor | None:
+def _read_families(root: Path, num_classes: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(family id of each class, whether it is a hard family) from the benchmark's families.txt."""
     path = root / "synth" / "families.txt"
     if not path.exists():
-        return None
-    fam = {}
+        return None, None
+    fam, hard = {}, {}
     for line in path.read_text().splitlines():
         if line.strip():
-            cid, fid = line.split()[:2]
-            fam[int(cid)] = int(fid)
+            cid, fid, *_, kind = line.split()     # class id, family id, family name, hard/easy
+            fam[int(cid)], hard[int(cid)] = int(fid), kind == "hard"
     ids = sorted(fam)                       # class ids sorted = 0-based labels, as CUBDataset maps them
     if len(ids) != num_classes:
         raise ValueError(f"{path} lists {len(ids)} classes but the dataset has {num_classes}")
-    return torch.tensor([fam[i] for i in ids])
+    return torch.tensor([fam[i] for i in ids]), torch.tensor([hard[i] for i in ids])
 
 
 def _read_disc_parts(root: Path, num_classes: int, num_parts: int) -> torch.Tensor | None:
@@ -77,7 +85,7 @@ def _read_disc_parts(root: Path, num_classes: int, num_parts: int) -> torch.Tens
 def load_tensors(dataset, image_size: int, cache_dir: Path | None = None) -> ImageTensors:
     """Decode every image of a CUBDataset split once, resized to image_size, cached as a .pt file."""
     root = Path(dataset.root)
-    key = hashlib.sha1(f"{root.resolve()}|{dataset.split}|{image_size}|v2".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{root.resolve()}|{dataset.split}|{image_size}|v3".encode()).hexdigest()[:12]
     cache = (cache_dir or root) / f".tensors-{dataset.split}-{image_size}-{key}.pt"
     if cache.exists():
         return ImageTensors(**torch.load(cache, weights_only=False))
@@ -93,8 +101,9 @@ def load_tensors(dataset, image_size: int, cache_dir: Path | None = None) -> Ima
         if parts is not None:
             parts[i, :, 0] *= sx
             parts[i, :, 1] *= sy
+    families, hard = _read_families(root, dataset.num_classes)
     out = dict(images=images, labels=torch.tensor(dataset.labels, dtype=torch.int64), parts=parts,
-               families=_read_families(root, dataset.num_classes), num_classes=dataset.num_classes,
+               families=families, hard=hard, num_classes=dataset.num_classes,
                part_names=list(getattr(dataset, "part_names", [])),
                disc_parts=_read_disc_parts(root, dataset.num_classes, 0 if parts is None else parts.shape[1]))
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")                # processes (DDP ranks) may race here

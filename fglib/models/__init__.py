@@ -1,10 +1,13 @@
-"""Models: every model maps (images, labels or None) to (logits, dict of named loss terms).
+"""Models: every model maps (images, labels or None) to (logits, dict of named loss
+terms).
 
 The registry maps a method name (as used by configs and the CLI) to a builder
 `builder(backbone, num_classes, cfg) -> nn.Module`.
 """
+
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torch import nn
@@ -14,53 +17,93 @@ from fglib.models.apinet import APINet
 from fglib.models.mcloss import MCLossClassifier
 
 
-def _options(cfg, allowed: set[str], method: str) -> dict:
-    unknown = set(cfg.options) - allowed
+# Arguments a model gets from ModelConfig's own fields (or the engine), never from
+# model.options.
+_NOT_OPTIONS = {"self", "backbone", "num_classes", "dropout", "dim"}
+
+
+def option_names(method: str) -> list[str]:
+    """The settings `method` takes in model.options: its constructor's arguments."""
+    params = inspect.signature(MODEL_CLASSES[method].__init__).parameters
+    return sorted(p for p in params if p not in _NOT_OPTIONS)
+
+
+def _options(cfg, method: str) -> dict:
+    if not isinstance(cfg.options, dict):
+        raise ValueError(
+            f"model.options must be a dict of settings, got {cfg.options!r}"
+        )
+    allowed = option_names(method)
+    unknown = set(cfg.options) - set(allowed)
     if unknown:
-        raise ValueError(f"model.options {sorted(unknown)} are not settings of {method!r}; it takes {sorted(allowed)}")
+        raise ValueError(
+            f"model.options {sorted(unknown)} are not settings of {method!r}; "
+            f"it takes {allowed or 'none'}"
+        )
     return dict(cfg.options)
 
 
 def build_baseline(backbone, num_classes, cfg):
-    return GAPClassifier(backbone, num_classes, dropout=cfg.dropout)
+    return GAPClassifier(
+        backbone, num_classes, dropout=cfg.dropout, **_options(cfg, "baseline")
+    )
 
 
 def build_bilinear(backbone, num_classes, cfg):
-    return BilinearClassifier(backbone, num_classes, dim=cfg.bilinear_dim, dropout=cfg.dropout)
+    return BilinearClassifier(
+        backbone,
+        num_classes,
+        dim=cfg.bilinear_dim,
+        dropout=cfg.dropout,
+        **_options(cfg, "bilinear"),
+    )
 
 
 def build_mcloss(backbone, num_classes, cfg):
-    return MCLossClassifier(backbone, num_classes, dropout=cfg.dropout,
-                            **_options(cfg, {"xi", "mu", "lam", "mask", "use_dis", "use_div"}, "mcloss"))
+    return MCLossClassifier(
+        backbone, num_classes, dropout=cfg.dropout, **_options(cfg, "mcloss")
+    )
 
 
 def build_apinet(backbone, num_classes, cfg):
-    return APINet(backbone, num_classes, dropout=cfg.dropout,
-                  **_options(cfg, {"lam", "margin", "pairs", "use_rank", "hidden", "mlp_dropout"}, "apinet"))
+    return APINet(backbone, num_classes, dropout=cfg.dropout, **_options(cfg, "apinet"))
 
 
-# Each builder's source is part of its method's code fingerprint (fglib.provenance), so a changed
-# way of passing settings to a model makes that method's recorded runs stale, and only those.
+# Each builder's source is part of its method's code fingerprint (fglib.provenance), so
+# a changed way of passing settings to a model makes that method's recorded runs stale,
+# and only those.
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "baseline": build_baseline, "bilinear": build_bilinear, "mcloss": build_mcloss, "apinet": build_apinet,
+    "baseline": build_baseline,
+    "bilinear": build_bilinear,
+    "mcloss": build_mcloss,
+    "apinet": build_apinet,
 }
 
 
-# The class behind each method. Its module is part of the code fingerprint of the method's runs
-# (fglib.provenance); tests/test_models.py checks that every method builds an instance of it.
+# The class behind each method. Its module is part of the code fingerprint of the
+# method's runs (fglib.provenance); tests/test_models.py checks that every method builds
+# an instance of it.
 MODEL_CLASSES: dict[str, type[nn.Module]] = {
-    "baseline": GAPClassifier, "bilinear": BilinearClassifier, "mcloss": MCLossClassifier, "apinet": APINet,
+    "baseline": GAPClassifier,
+    "bilinear": BilinearClassifier,
+    "mcloss": MCLossClassifier,
+    "apinet": APINet,
 }
 
 
 def model_module(method: str) -> str:
     """The module that defines `method`'s model, e.g. 'fglib.models.mcloss'."""
     if method not in MODEL_CLASSES:
-        raise ValueError(f"unknown method {method!r}; known methods: {', '.join(sorted(MODEL_CLASSES))}")
+        raise ValueError(
+            f"unknown method {method!r}; known methods: "
+            f"{', '.join(sorted(MODEL_CLASSES))}"
+        )
     return MODEL_CLASSES[method].__module__
 
 
 def build_model(method: str, backbone: nn.Module, num_classes: int, cfg) -> nn.Module:
     if method not in MODELS:
-        raise ValueError(f"unknown method {method!r}; known methods: {', '.join(sorted(MODELS))}")
+        raise ValueError(
+            f"unknown method {method!r}; known methods: {', '.join(sorted(MODELS))}"
+        )
     return MODELS[method](backbone, num_classes, cfg)
