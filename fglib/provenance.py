@@ -36,7 +36,8 @@ ENGINE_MODULES = ("fglib.train", "fglib.backbones", "fglib.data.memory", "fglib.
 # make every recorded run stale), provenance and progress bars, paths, configs (a run's config is part
 # of its key anyway) and the download code of real datasets.
 NOT_RESULT_CHANGING = frozenset({"fglib", "fglib.models", "fglib.provenance", "fglib.runtime", "fglib.paths",
-                                 "fglib.config", "fglib.data", "fglib.data.download"})
+                                 "fglib.config", "fglib.data", "fglib.data.download",
+                                 "fglib.data.registry"})
 
 
 def module_path(module: str) -> Path:

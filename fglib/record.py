@@ -172,12 +172,12 @@ def record(chapter: str) -> None:
     if os.environ.get("CI"):
         raise SystemExit("recording the results store is refused under CI: CI verifies the store, "
                          "it never writes it (record on your machine with `make record CH=...` and commit)")
-    from fglib.data.synth import default_cache_dir
+    from fglib.paths import cache_dir
 
     nb = notebook_path(chapter)
     subprocess.run([sys.executable, "-m", "jupytext", "--sync", str(nb.with_suffix(".md"))], check=True,
                    cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
-    staging = default_cache_dir() / "record" / chapter
+    staging = cache_dir() / "record" / chapter
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     print(f"record {chapter}: 1/3 executing the chapter, training what the store lacks", flush=True)

@@ -35,9 +35,9 @@ from fglib.train import RunResult, load_data, train
 
 def runs_dir() -> Path:
     """<cache>/runs, where <cache> is $FGLIB_DATA_CACHE or data/cache (shared with the benchmark)."""
-    from fglib.data.synth import default_cache_dir
+    from fglib.paths import cache_dir
 
-    return default_cache_dir() / "runs"
+    return cache_dir() / "runs"
 
 
 def cache_folder(cfg: RunConfig) -> Path:
@@ -187,16 +187,16 @@ def ensure_fresh_data_cache() -> None:
     fingerprint, so a changed generator must not train on old images. A marker file in the cache
     remembers the data modules' hashes; when they differ, the generated datasets are removed.
     """
-    from fglib.data.synth import default_cache_dir
+    from fglib.paths import cache_dir
     from fglib.provenance import _module_hash, _state, module_path
 
     mods = ("fglib.data.synth", "fglib.data.memory", "fglib.data.cub")
     now = {m: _module_hash(m, _state(module_path(m))) for m in mods}
-    marker = default_cache_dir() / "data-code.json"
+    marker = cache_dir() / "data-code.json"
     if marker.exists() and json.loads(marker.read_text()) != now:
         import shutil
 
-        for folder in default_cache_dir().glob("synth-*"):
+        for folder in cache_dir().glob("synth-*"):
             print(f"fglib: the data code changed since {folder.name} was generated; regenerating it", flush=True)
             shutil.rmtree(folder, ignore_errors=True)
     if not marker.exists() or json.loads(marker.read_text()) != now:
@@ -352,9 +352,10 @@ def _config_of(key: str) -> dict[str, Any]:
     raise store.StoreError(f"no run with key {key} in {store.store_dir()} or {runs_dir()}")
 
 
-def store_note(runs: pd.DataFrame) -> str:
+def store_note(runs: pd.DataFrame, width: int = 88) -> str:
     """Where a table's runs come from: the results store (recorded when, on which CPU, in which
-    precision), or this machine. The same text on every machine when the runs are stored."""
+    precision), or this machine. The same text on every machine when the runs are stored;
+    lines wrapped at `width` characters, the width of the book's code blocks."""
     sources: dict[str, list[dict[str, Any]]] = {}
     for result in results_of(runs.drop_duplicates("key")):
         sources.setdefault(result.source, []).append(result.provenance)
@@ -371,7 +372,9 @@ def store_note(runs: pd.DataFrame) -> str:
     if local:
         parts.append(f"{local} runs were trained on this machine: the store does not hold them for the "
                      f"current code (`make record CH={chapter}` writes them into it).")
-    return "\n".join(parts)
+    import textwrap
+
+    return "\n".join(textwrap.fill(p, width=width, break_on_hyphens=False) for p in parts)
 
 
 def summarise(summary: pd.DataFrame, metrics: Iterable[str] | None = None, digits: int = 1) -> pd.DataFrame:

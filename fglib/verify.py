@@ -153,9 +153,9 @@ def compare(entry: Entry, stored: dict[str, Any], fresh: dict[str, Any]) -> list
 
 
 def scratch_dir(name: str) -> Path:
-    from fglib.data.synth import default_cache_dir
+    from fglib.paths import cache_dir
 
-    return default_cache_dir() / name
+    return cache_dir() / name
 
 
 def retrain(keys: list[str], folder: Path, progress: bool | None = None) -> dict[str, dict[str, Any]]:

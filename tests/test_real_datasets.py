@@ -15,10 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fglib.data import download, real
+from fglib.data import download, real, registry
 from fglib.data.download import (ArchiveError, ChecksumError, DownloadError, ManualDownloadError,
                                  UnsafeArchiveError, prepare)
-from fglib.data.real import DATASETS, open_dataset
+from fglib.data.real import FGVCDataset, open_dataset
+from fglib.data.registry import DATASETS
 
 from fixtures_real import build_mirror, image_bytes, mat_bytes, pack, write_mat
 
@@ -88,9 +89,9 @@ def env(mirror, monkeypatch):
     base, folder, sizes = mirror
     monkeypatch.setenv("FGLIB_MIRROR", base)
     monkeypatch.delenv("CI", raising=False)
-    for name, source in download.SOURCES.items():
-        files = tuple(dataclasses.replace(f, md5=None, sha256=None) for f in source.files)
-        monkeypatch.setitem(download.SOURCES, name, dataclasses.replace(source, files=files))
+    for name, info in registry.DATASETS.items():
+        files = tuple(dataclasses.replace(f, md5=None, sha256=None) for f in info.files)
+        monkeypatch.setitem(registry.DATASETS, name, dataclasses.replace(info, files=files))
     _Handler.requests.clear()
     return base, folder, sizes
 
@@ -265,9 +266,9 @@ def test_interrupted_download_resumes_with_range(env, tmp_path, monkeypatch):
 
     base, folder, _ = env
     data = (folder / "CUB_200_2011.tgz").read_bytes()
-    source = download.SOURCES["cub"]
-    checked = dataclasses.replace(source.files[0], md5=hashlib.md5(data).hexdigest())
-    monkeypatch.setitem(download.SOURCES, "cub", dataclasses.replace(source, files=(checked,)))
+    info = registry.DATASETS["cub"]
+    checked = dataclasses.replace(info.files[0], md5=hashlib.md5(data).hexdigest())
+    monkeypatch.setitem(registry.DATASETS, "cub", dataclasses.replace(info, files=(checked,)))
     with pytest.raises(DownloadError):
         prepare("cub", tmp_path, url=f"{base}/broken/", progress=False)
     part = tmp_path / ".downloads" / "CUB_200_2011.tgz.part"
@@ -278,9 +279,9 @@ def test_interrupted_download_resumes_with_range(env, tmp_path, monkeypatch):
 
 
 def test_checksum_mismatch(env, tmp_path, monkeypatch):
-    source = download.SOURCES["aircraft"]
-    bad = dataclasses.replace(source.files[0], md5="0" * 32)
-    monkeypatch.setitem(download.SOURCES, "aircraft", dataclasses.replace(source, files=(bad,)))
+    info = registry.DATASETS["aircraft"]
+    bad = dataclasses.replace(info.files[0], md5="0" * 32)
+    monkeypatch.setitem(registry.DATASETS, "aircraft", dataclasses.replace(info, files=(bad,)))
     with pytest.raises(ChecksumError, match="md5 mismatch"):
         prepare("aircraft", tmp_path, progress=False)
     assert not (tmp_path / "fgvc-aircraft-2013b").exists()
@@ -291,10 +292,10 @@ def test_checksum_match(env, tmp_path, monkeypatch):
     import hashlib
 
     _, folder, _ = env
-    source = download.SOURCES["aircraft"]
+    info = registry.DATASETS["aircraft"]
     digest = hashlib.sha256((folder / "fgvc-aircraft-2013b.tar.gz").read_bytes()).hexdigest()
-    good = dataclasses.replace(source.files[0], sha256=digest)
-    monkeypatch.setitem(download.SOURCES, "aircraft", dataclasses.replace(source, files=(good,)))
+    good = dataclasses.replace(info.files[0], sha256=digest)
+    monkeypatch.setitem(registry.DATASETS, "aircraft", dataclasses.replace(info, files=(good,)))
     assert (prepare("aircraft", tmp_path, progress=False) / download.MARKER).is_file()
 
 
@@ -366,10 +367,29 @@ def test_registry():
     assert DATASETS["nabirds"].num_classes == 555
     assert DATASETS["flowers"].expected_size("all") == 8189
     assert DATASETS["aircraft"].load_class() is real.AircraftDataset
-    assert set(download.SOURCES) == set(DATASETS)
-    assert download.SOURCES["cub"].files[0].md5 == "97eceeb196236b17998738112f37df78"
+    assert DATASETS["cub"].files[0].md5 == "97eceeb196236b17998738112f37df78"
+    assert real.DATASETS is download.DATASETS is DATASETS  # one registry, shared
     with pytest.raises(KeyError, match="unknown dataset"):
         open_dataset("imagenet", "/nowhere")
+    with pytest.raises(KeyError, match="unknown dataset"):
+        prepare("imagenet", "/nowhere")
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_registry_entry_is_complete(name):
+    """Each entry names a loader that imports and is a Dataset, in the entry's folder, and says
+    how to get the data (official files, or what to do by hand)."""
+    info = DATASETS[name]
+    cls = info.load_class()
+    assert isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset)
+    if issubclass(cls, FGVCDataset):
+        assert cls.folder == info.folder and cls.name == name
+    assert info.files or info.manual
+    assert all(f.filename for f in info.files)
+    assert info.n_train > 0 and info.n_test > 0 and info.num_classes > 1
+    assert info.expected_size("all") == info.n_train + info.n_test
+    if info.manual:
+        assert "{base}" in info.manual
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -227,7 +227,11 @@ def test_cache_dir_from_env_and_stale_cache_regenerated(
 
 
 def test_default_cache_dir_is_repo_data_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fglib import paths
+
     monkeypatch.delenv("FGLIB_DATA_CACHE", raising=False)
     repo = Path(synth.__file__).resolve().parents[2]
-    assert synth.default_cache_dir() == repo / "data" / "cache"
+    assert paths.cache_dir() == repo / "data" / "cache"
+    monkeypatch.setenv("FGLIB_DATA_CACHE", "/elsewhere")
+    assert paths.cache_dir() == Path("/elsewhere")
     assert os.path.isdir(repo / "fglib")

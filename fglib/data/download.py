@@ -1,6 +1,7 @@
 """Download and unpack the official FGVC archives: `prepare(name, root)`.
 
-Each dataset ends up in its own folder under `root` (see fglib.data.real for the layouts):
+Each dataset ends up in its own folder under `root` (see fglib.data.real for the layouts); what
+to fetch for it is its entry in fglib.data.registry.DATASETS:
 
 1. every file is streamed to `<root>/.downloads/<file>.part` (resumed with an HTTP Range request
    when the server supports it, restarted otherwise), checked against its size and known
@@ -30,9 +31,10 @@ import tarfile
 import urllib.error
 import urllib.request
 import zlib
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
+
+from fglib.data.registry import DATASETS, DatasetInfo, Remote
 
 LOG = logging.getLogger("fglib.data")
 MARKER = ".fglib-prepared"
@@ -58,77 +60,6 @@ class UnsafeArchiveError(ArchiveError):
 
 class ManualDownloadError(RuntimeError):
     """The dataset has no automatic download; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Remote:
-    """One official file: where it is, where its content goes and how to check it."""
-
-    url: str | None  # None: no official source online any more
-    into: str = ""  # destination inside the dataset folder
-    strip: str = ""  # archive path prefix to drop, e.g. "CUB_200_2011/"
-    md5: str | None = None
-    sha256: str | None = None
-
-    @property
-    def filename(self) -> str:
-        return PurePosixPath(self.url or "").name
-
-    @property
-    def is_archive(self) -> bool:
-        return self.filename.endswith((".tar", ".tgz", ".tar.gz"))
-
-
-@dataclass(frozen=True)
-class Source:
-    """How to obtain one dataset."""
-
-    folder: str  # the dataset folder under root
-    files: tuple[Remote, ...]
-    manual: str = ""  # set when there is no automatic official download
-
-
-def _named(filename: str, **kw: Any) -> Remote:
-    """A Remote with no official URL, known only by its file name (fetched from a mirror)."""
-    return Remote(url=f"manual:///{filename}", **kw)
-
-
-_VGG = "https://www.robots.ox.ac.uk/~vgg/data"
-_DOGS = "http://vision.stanford.edu/aditya86/ImageNetDogs"
-
-SOURCES: dict[str, Source] = {
-    "cub": Source("CUB_200_2011", (
-        Remote("https://data.caltech.edu/records/65de6-vzc59/files/CUB_200_2011.tgz",
-               strip="CUB_200_2011/", md5="97eceeb196236b17998738112f37df78"),)),
-    "dogs": Source("stanford_dogs", (
-        Remote(f"{_DOGS}/images.tar"),
-        Remote(f"{_DOGS}/lists.tar", into="lists"),
-        Remote(f"{_DOGS}/annotation.tar"),)),
-    "aircraft": Source("fgvc-aircraft-2013b", (
-        Remote(f"{_VGG}/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
-               strip="fgvc-aircraft-2013b/"),)),
-    # md5s as in torchvision.datasets.Flowers102
-    "flowers": Source("flowers-102", (
-        Remote(f"{_VGG}/flowers/102/102flowers.tgz", md5="52808999861908f626f3c1f4e79d11fa"),
-        Remote(f"{_VGG}/flowers/102/imagelabels.mat", md5="e0620be6f572b9609742df49c70aed4d"),
-        Remote(f"{_VGG}/flowers/102/setid.mat", md5="a5357ecc9cb78c4bef273ce3793fc85c"),)),
-    "cars": Source("stanford_cars", (
-        _named("cars_train.tgz"), _named("cars_test.tgz"), _named("car_devkit.tgz"),
-        _named("cars_test_annos_withlabels.mat")),
-        manual=("Stanford Cars is no longer distributed at its official address "
-                "(https://ai.stanford.edu/~jkrause/cars/car_dataset.html is offline). Obtain "
-                "cars_train.tgz, cars_test.tgz, car_devkit.tgz and "
-                "cars_test_annos_withlabels.mat from a copy you trust, then either serve them "
-                "and pass --mirror URL (or set FGLIB_MIRROR), or unpack them so that "
-                "{base}/devkit/cars_meta.mat, {base}/devkit/cars_train_annos.mat, "
-                "{base}/cars_train/, {base}/cars_test/ and "
-                "{base}/cars_test_annos_withlabels.mat exist, and run this command again.")),
-    "nabirds": Source("nabirds", (_named("nabirds.tar.gz", strip="nabirds/"),),
-        manual=("NABirds is distributed only after accepting the Cornell Lab of Ornithology's "
-                "terms of use at https://dl.allaboutbirds.org/nabirds. Download nabirds.tar.gz "
-                "there, then either serve it and pass --mirror URL (or set FGLIB_MIRROR), or "
-                "extract it so that {base}/images.txt exists, and run this command again.")),
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,9 +229,9 @@ def prepare(name: str, root: str | Path, url: str | None = None, force: bool = F
     unmarked complete folder (unpacked by hand) is verified and marked. root may also be the
     dataset folder itself (e.g. .../CUB_200_2011).
     """
-    if name not in SOURCES:
-        raise KeyError(f"unknown dataset {name!r}; known: {sorted(SOURCES)}.")
-    source, root = SOURCES[name], Path(root).expanduser()
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}.")
+    source, root = DATASETS[name], Path(root).expanduser()
     if root.name == source.folder:  # the dataset folder was given: its parent is the root
         root = root.parent
     folder = root / source.folder
@@ -335,7 +266,7 @@ def _adopt(name: str, root: Path, folder: Path) -> Path:
     return folder
 
 
-def _download_all(source: Source, downloads: Path, mirror: str | None, force: bool,
+def _download_all(source: DatasetInfo, downloads: Path, mirror: str | None, force: bool,
                   progress: bool) -> list[Path]:
     """Fetch every file of the source (reusing complete, verified earlier downloads)."""
     paths = []
@@ -352,7 +283,7 @@ def _download_all(source: Source, downloads: Path, mirror: str | None, force: bo
     return paths
 
 
-def _install(name: str, root: Path, source: Source, downloads: list[Path]) -> None:
+def _install(name: str, root: Path, source: DatasetInfo, downloads: list[Path]) -> None:
     """Unpack into a staging folder, verify, mark, and rename into place."""
     staging = root / f".fglib-staging-{name}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -402,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Download and unpack an FGVC dataset.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="download, verify and unpack a dataset")
-    p.add_argument("name", choices=sorted(SOURCES))
+    p.add_argument("name", choices=sorted(DATASETS))
     p.add_argument("--root", required=True, type=Path, help="data root (one folder per dataset)")
     p.add_argument("--force", action="store_true", help="download and unpack again")
     p.add_argument("--mirror", default=None, help="base URL serving the official file names")

@@ -33,13 +33,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar
 from xml.etree import ElementTree
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+from fglib.data.registry import DATASETS, DatasetInfo
 
 SPLITS = ("train", "test", "all")
 VAL_SPLITS = ("train_noval", "val")  # only for datasets with an official validation split
@@ -429,50 +431,13 @@ class DogsDataset(FGVCDataset):
 
 
 # ---------------------------------------------------------------------------------------------
-# registry and the one entry point
-
-
-class DatasetInfo(NamedTuple):
-    """Registry entry: the class (or "module:Class" for lazily imported ones) and full sizes."""
-
-    cls: type | str
-    num_classes: int
-    n_train: int  # the "train" split of a complete download
-    n_test: int
-    folder: str
-    extra_sizes: dict[str, int] = {}  # other splits, e.g. "val"
-
-    def load_class(self) -> type:
-        """The dataset class (importing it on first use)."""
-        if isinstance(self.cls, str):
-            import importlib
-
-            module, attr = self.cls.split(":")
-            return getattr(importlib.import_module(module), attr)
-        return self.cls
-
-    def expected_size(self, split: str) -> int | None:
-        """Number of images of `split` in a complete download (None if unknown)."""
-        sizes = {"train": self.n_train, "test": self.n_test, "all": self.n_train + self.n_test}
-        return {**sizes, **self.extra_sizes}.get(split)
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "cub": DatasetInfo("fglib.data.cub:CUBDataset", 200, 5994, 5794, "CUB_200_2011"),
-    "cars": DatasetInfo(CarsDataset, 196, 8144, 8041, CarsDataset.folder),
-    "aircraft": DatasetInfo(AircraftDataset, 100, 6667, 3333, AircraftDataset.folder,
-                            {"train_noval": 3334, "val": 3333}),
-    "dogs": DatasetInfo(DogsDataset, 120, 12000, 8580, DogsDataset.folder),
-    "flowers": DatasetInfo(FlowersDataset, 102, 2040, 6149, FlowersDataset.folder,
-                           {"train_noval": 1020, "val": 1020}),
-    "nabirds": DatasetInfo("fglib.data.cub:NABirdsDataset", 555, 23929, 24633, "nabirds"),
-}
+# the one entry point (the datasets are registered in fglib.data.registry.DATASETS)
 
 
 def open_dataset(name: str, root: str | Path, split: str = "train",
                  transform: Callable[[Image.Image], Any] | None = None,
                  expect_full: bool = False, **kwargs: Any) -> Dataset:
-    """Open dataset `name` (a key of DATASETS) from data root `root`.
+    """Open dataset `name` (a key of fglib.data.registry.DATASETS) from data root `root`.
 
     kwargs go to the dataset class (e.g. with_parts / on_corrupt for CUB and NABirds).
     Raises FileNotFoundError naming the missing file and the command that gets the data; with
@@ -482,7 +447,7 @@ def open_dataset(name: str, root: str | Path, split: str = "train",
         raise KeyError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}.")
     info, root = DATASETS[name], Path(root)
     cls = info.load_class()
-    if isinstance(info.cls, str):  # CUB-format loaders take the dataset folder itself
+    if not issubclass(cls, FGVCDataset):  # CUB-format loaders take the dataset folder itself
         base = root / info.folder if (root / info.folder).is_dir() else root
         if not (base / "images.txt").is_file():
             raise _missing(name, root, root / info.folder / "images.txt")

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from fglib import paths
+
 LOG = logging.getLogger("fglib.data")
 
 FORMAT_VERSION = 1  # bump whenever rendering or file layout changes: it is part of the cache key
@@ -55,7 +57,6 @@ DEFAULT_OCCLUSION_PROB = 0.3
 DEFAULT_TRUNCATION_PROB = 0.1
 DEFAULT_COLOR_JITTER = 0.15
 DEFAULT_PIXEL_NOISE = 3.0
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parents[2] / "data" / "cache"
 
 PART_NAMES = ("body", "head", "beak", "crest", "wing", "tail", "eye ring")
 
@@ -318,13 +319,16 @@ def make_classes(cfg: SynthConfig) -> tuple[BirdClass, ...]:
     return tuple(classes)
 
 
-def nearest_class(classes: tuple[BirdClass, ...], c: BirdClass) -> tuple[BirdClass, list[str]]:
-    """Nearest other class (fewest differing attributes; ties: same family, then lowest id) and
-    the parts whose attributes differ (in PART_NAMES order)."""
+def nearest_class(
+    classes: tuple[BirdClass, ...], c: BirdClass
+) -> tuple[BirdClass, list[str]]:
+    """Nearest other class (fewest differing attributes; ties: same family, then lowest
+    id) and the parts whose attributes differ (in PART_NAMES order)."""
     others = [o for o in classes if o.class_id != c.class_id]
-    best = min(others, key=lambda o: (_hamming(o.attrs, c.attrs), o.family_id != c.family_id,
-                                      o.class_id))
-    diff = {ATTRIBUTES[i].part for i in range(len(ATTRIBUTES)) if best.attrs[i] != c.attrs[i]}
+    best = min(others, key=lambda o: (_hamming(o.attrs, c.attrs),          # d(a, b)
+                                      o.family_id != c.family_id, o.class_id))
+    n = len(ATTRIBUTES)
+    diff = {ATTRIBUTES[i].part for i in range(n) if best.attrs[i] != c.attrs[i]}
     return best, [p for p in PART_NAMES if p in diff]
 
 
@@ -467,10 +471,12 @@ def _wing_marks(pattern: str, rx: float, ry: float) -> list[np.ndarray]:
     return [_ellipse(x, 0, 0.08, 0.85 * ry * math.sqrt(1 - (x / rx) ** 2)) for x in xs]
 
 
-def _class_colors(bc: BirdClass, gain: np.ndarray) -> dict[str, tuple[int, int, int] | None]:
-    """The bird's fill colours under a per-channel lighting gain."""
+def _class_colors(
+    bc: BirdClass, gain: np.ndarray
+) -> dict[str, tuple[int, int, int] | None]:
+    """The bird's fill colours under a per-channel lighting gain g: u'_k = g_k u_k."""
     light = lambda c: None if c is None else tuple(  # noqa: E731
-        int(v) for v in np.clip(np.round(np.array(c) * gain), 0, 255))
+        int(v) for v in np.clip(np.round(np.array(c) * gain), 0, 255))  # u' = g u
     body = np.array(BODY_COLORS[bc.value("has_body_color")])
     return {
         "body": light(body),
@@ -773,16 +779,11 @@ def _matches(root: Path, cfg: SynthConfig) -> bool:
             and meta.get("config") == cfg.to_dict())
 
 
-def default_cache_dir() -> Path:
-    """$FGLIB_DATA_CACHE if set, else <repo>/data/cache."""
-    return Path(os.environ.get("FGLIB_DATA_CACHE") or DEFAULT_CACHE_DIR)
-
-
 def synthetic_benchmark(cfg: SynthConfig | None = None,
                         cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Path of the cached dataset for cfg (default SynthConfig()), generating it if needed."""
     cfg = cfg or SynthConfig()
-    root = Path(cache_dir or default_cache_dir()) / f"synth-{config_hash(cfg)[:12]}"
+    root = Path(cache_dir or paths.cache_dir()) / f"synth-{config_hash(cfg)[:12]}"
     if root.exists():
         if _matches(root, cfg):
             return root
