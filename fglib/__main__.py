@@ -19,17 +19,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def train_command(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from fglib.config import PROFILES
+    from fglib.config import PROFILES, parse_setting
     from fglib.train import train
 
     overrides = {"model.method": args.method, "data.name": args.dataset}
@@ -38,11 +31,9 @@ def train_command(args: argparse.Namespace) -> int:
                      ("device", "train.device")]:
         if getattr(args, opt) is not None:
             overrides[key] = getattr(args, opt)
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects section.field=value, got {item!r}")
-        overrides[key] = _parse_value(value)
+    for item in args.set:                           # true/false, JSON, or text (see parse_setting)
+        key, value = parse_setting(item)
+        overrides[key] = value
     cfg = PROFILES[args.profile]().override(**overrides)
 
     import fglib
@@ -203,17 +194,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that report a problem with the input, the data or the store (not a bug in fglib).
+
+    Imported here, when an exception is being handled, so that `python -m fglib --help` stays fast; a
+    module that fails to import contributes nothing rather than hiding the original exception.
+    """
+    import importlib
+
+    errors: list[type[BaseException]] = [ValueError, FileNotFoundError]   # configs (ConfigError too), paths
+    for module, names in [("fglib.train", ["ConfigError"]), ("fglib.store", ["StoreError", "StaleRunError"]),
+                          ("fglib.data.download", ["DownloadError", "ManualDownloadError", "ArchiveError"]),
+                          ("fglib.data.cub", ["CorruptImageError"]),
+                          ("fglib.backbones", ["PretrainedWeightsError"])]:
+        try:
+            mod = importlib.import_module(module)
+        except Exception:  # noqa: BLE001, S112 (a module that fails to import must not hide the error)
+            continue
+        errors += [getattr(mod, name) for name in names if isinstance(getattr(mod, name, None), type)]
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; an expected error prints `error: <message>` and returns 2, an interrupt returns 130,
+    and anything else (a bug) keeps its traceback."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as e:                          # configuration errors: one sentence, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        from fglib.store import StoreError
-
-        if not isinstance(e, StoreError):
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if not isinstance(e, _expected_errors()):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
