@@ -8,6 +8,8 @@
 #   make record CH=mcloss     after an intended change: train the chapter's runs into the results store
 #                             (data/runs/), then re-execute it from the store (refused under CI)
 #   make expected CH=intro    record the chapter's checked results in data/expected/intro.csv, then re-execute
+#   make check-book           open every page of _build/html in headless Chromium (apt-get install chromium):
+#                             broken links/images, raw TeX, JavaScript errors, code wider than its column
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +20,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
            --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=1800
 
-.PHONY: book test venv chapter expected record reproduce status notebooks clean
+.PHONY: book test venv chapter expected record reproduce status notebooks clean check-book venv-browser
 
 venv: $(STAMP)
 
@@ -65,3 +67,18 @@ notebooks: $(STAMP)
 
 clean:
 	rm -rf _build
+
+# The browser check's Python extra (playwright; it drives the system's Chromium, nothing is downloaded).
+BROWSER_STAMP := $(VENV)/.fglib-browser-installed
+
+venv-browser: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[browser]'
+	touch $@
+
+# Every page of the built book (run `make book` first) in headless Chromium, at 1280x900; screenshots
+# in _build/browser-screenshots/. Fails on pages that do not load, broken links, anchors or images,
+# raw TeX left after MathJax, JavaScript errors, and code blocks or outputs wider than their column.
+check-book: $(BROWSER_STAMP)
+	$(BIN)/python tests/browser/check_book.py _build/html
