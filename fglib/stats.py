@@ -1,12 +1,15 @@
 """Class-separability statistics used throughout the book.
 
-For features x_n with labels y_n, the within-class scatter S_W and between-class scatter S_B are
+For features x_n with labels y_n, the within-class scatter S_W and between-class
+scatter S_B are
     S_W = sum_c sum_{n: y_n = c} (x_n - mu_c)(x_n - mu_c)^T,
     S_B = sum_c N_c (mu_c - mu)(mu_c - mu)^T,
-and their trace ratio tr(S_B) / tr(S_W) says how far apart classes are compared with how spread out
-each class is. Fine-grained data is exactly the case where this ratio is small.
+and their trace ratio tr(S_B) / tr(S_W) says how far apart classes are compared with how
+spread out each class is. Fine-grained data is exactly the case where this ratio is
+small.
 
-For comparing two methods over seeds: the difference of their mean accuracies and its standard error
+For comparing two methods over seeds: the difference of their mean accuracies and its
+standard error
     d = mean(b) - mean(a),   se(d) = sqrt(s_a^2 / n_a + s_b^2 / n_b),
 and the book's reading of it: an effect only when |d| > 2 se(d).
 """
@@ -20,9 +23,11 @@ import torch
 
 def _check(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.ndim != 2:
-        raise ValueError(f"features must be a matrix (N, D), got shape {tuple(x.shape)}")
+        raise ValueError("features must be a matrix (N, D), "
+                         f"got shape {tuple(x.shape)}")
     if y.shape != (x.shape[0],):
-        raise ValueError(f"labels must have shape ({x.shape[0]},) to match the features, got {tuple(y.shape)}")
+        raise ValueError(f"labels must have shape ({x.shape[0]},) to match the "
+                         f"features, got {tuple(y.shape)}")
 
 
 def scatter_traces(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -30,19 +35,21 @@ def scatter_traces(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     _check(x, y)
     x = x.double()
     classes, y_idx = torch.unique(y, return_inverse=True)
-    counts = torch.bincount(y_idx, minlength=len(classes)).double()                  # N_c
-    mu_c = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, y_idx, x) / counts[:, None]
+    counts = torch.bincount(y_idx, minlength=len(classes)).double()      # N_c
+    sums = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, y_idx, x)
+    mu_c = sums / counts[:, None]                                         # class means
     mu = x.mean(0)
-    tr_w = ((x - mu_c[y_idx]) ** 2).sum()                                              # tr S_W
-    tr_b = (counts[:, None] * (mu_c - mu) ** 2).sum()                                  # tr S_B
+    tr_w = ((x - mu_c[y_idx]) ** 2).sum()                                 # tr S_W
+    tr_b = (counts[:, None] * (mu_c - mu) ** 2).sum()                     # tr S_B
     return tr_w.item(), tr_b.item()
 
 
 def scatter_ratio(x: torch.Tensor, y: torch.Tensor) -> float:
-    """tr(S_B) / tr(S_W): large for easy (coarse) problems, small for fine-grained ones."""
+    """tr(S_B) / tr(S_W): large for easy (coarse) problems, small for fine-grained."""
     tr_w, tr_b = scatter_traces(x, y)
     if tr_w == 0:
-        raise ValueError("every class has zero spread (tr S_W = 0): the ratio is undefined")
+        raise ValueError("every class has zero spread (tr S_W = 0): "
+                         "the ratio is undefined")
     return tr_b / tr_w
 
 
@@ -55,21 +62,27 @@ def nearest_neighbour_accuracy(x_train: torch.Tensor, y_train: torch.Tensor,
     _check(x_train, y_train)
     _check(x_test, y_test)
     if x_train.shape[1] != x_test.shape[1]:
-        raise ValueError(f"train features have {x_train.shape[1]} dims but test features {x_test.shape[1]}")
+        raise ValueError(f"train features have {x_train.shape[1]} dims "
+                         f"but test features {x_test.shape[1]}")
     x_train, x_test = x_train.double(), x_test.double()
-    d2 = (x_test**2).sum(1, keepdim=True) - 2 * x_test @ x_train.T + (x_train**2).sum(1)  # ||a - b||^2
+    # ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2
+    d2 = (x_test**2).sum(1, keepdim=True) - 2 * x_test @ x_train.T + (x_train**2).sum(1)
     pred = y_train[d2.argmin(1)]
     return (pred == y_test).double().mean().item()
 
 
 def mean_difference(a: Iterable[float], b: Iterable[float]) -> tuple[float, float]:
-    """(mean(b) - mean(a), its standard error) for two sets of runs, e.g. top-1 over seeds."""
+    """(mean(b) - mean(a), its standard error) for two sets of runs, e.g. seeds' top-1.
+
+    The standard error uses the sample variances: se = sqrt(s_a^2 / n_a + s_b^2 / n_b).
+    """
     a, b = list(a), list(b)
     if len(a) < 2 or len(b) < 2:
-        raise ValueError(f"need at least 2 runs on each side to estimate a spread, got {len(a)} and {len(b)}: "
-                         "train more seeds")
+        raise ValueError("need at least 2 runs on each side to estimate a spread, "
+                         f"got {len(a)} and {len(b)}: train more seeds")
     d = statistics.fmean(b) - statistics.fmean(a)
-    se = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5   # sample variances
+    var_a, var_b = statistics.variance(a), statistics.variance(b)     # sample variances
+    se = (var_a / len(a) + var_b / len(b)) ** 0.5
     return d, se
 
 
@@ -78,3 +91,20 @@ def effect(d: float, se: float, k: float = 2.0) -> str:
     if abs(d) <= k * se:
         return "no measurable effect"
     return "a gain" if d > 0 else "a loss"
+
+
+def compare_sentence(a: Iterable[float], b: Iterable[float], what: str, against: str,
+                     at: str = "") -> str:
+    """One Markdown sentence: how b changes top-1 over a, ± its standard error, and the
+    verdict, e.g. "The full MC-Loss changes top-1 by **-2.6 ± 1.0 points** over
+    cross-entropy, more than two standard errors below zero: a loss."
+    """
+    d, se = mean_difference(a, b)
+    word = effect(d, se)
+    if word == "no measurable effect":
+        verdict = f"within two standard errors of zero: {word}{' ' + at if at else ''}"
+    else:
+        side = "above" if d > 0 else "below"
+        verdict = f"more than two standard errors {side} zero: {word}"
+    change = f"**{d:+.1f} ± {se:.1f} points**"
+    return f"{what} changes top-1 by {change} over {against}, {verdict}."

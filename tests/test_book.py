@@ -100,3 +100,107 @@ def test_every_citation_is_in_the_bibliography():
 
 def test_jupytext_pairs_md_and_ipynb():
     assert 'formats = "ipynb,md:myst"' in (BOOK / "jupytext.toml").read_text()
+
+
+# -- what the rendered pages show ------------------------------------------------------------
+
+LINE_LIMIT = 88          # what fits the book's column in a code block (tests/browser checks it)
+INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)\n((?::[\w-]+:.*\n)*)```")
+
+
+def code_cell_lines(md: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every line inside a ```{code-cell} block of a chapter."""
+    out, inside = [], False
+    for n, line in enumerate(md.read_text().splitlines(), 1):
+        if line.startswith("```{code-cell"):
+            inside = True
+        elif line.startswith("```"):
+            inside = False
+        elif inside:
+            out.append((n, line))
+    return out
+
+
+def includes(md: Path) -> list[tuple[Path, dict[str, str]]]:
+    """The literalinclude directives of a chapter: (file, options)."""
+    found = []
+    for m in INCLUDE.finditer(md.read_text()):
+        opts = dict(re.findall(r":([\w-]+):\s*(.*)", m.group(2)))
+        found.append(((md.parent / m.group(1)).resolve(), opts))
+    return found
+
+
+def pyobject_source(path: Path, dotted: str) -> list[str]:
+    """The source lines of a top-level function/class or Class.method, as Sphinx finds it."""
+    import ast
+
+    text = path.read_text()
+    node: ast.AST = ast.parse(text)
+    for name in dotted.split("."):
+        node = next((n for n in getattr(node, "body", [])
+                     if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name), None)
+        if node is None:
+            return []
+    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+    return text.splitlines()[start - 1:node.end_lineno]
+
+
+def long_lines(lines: list[str], limit: int = LINE_LIMIT) -> list[str]:
+    return [f"{len(line)} chars: {line.strip()[:60]}" for line in lines if len(line) > limit]
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_code_cells_fit_the_column(md):
+    too_long = [f"line {n}: {len(t)} chars" for n, t in code_cell_lines(md) if len(t) > LINE_LIMIT]
+    assert not too_long, f"{md.name}: code lines over {LINE_LIMIT} characters: {too_long}"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_shown_library_code_exists_and_fits_the_column(md):
+    for path, opts in includes(md):
+        assert path.is_file(), f"{md.name} includes {path}, which does not exist"
+        if "pyobject" in opts:
+            lines = pyobject_source(path, opts["pyobject"])
+            assert lines, f"{md.name}: {path.name} has no {opts['pyobject']} (renamed?)"
+            if "end-before" in opts:
+                lines = lines[:next((i for i, t in enumerate(lines) if opts["end-before"] in t),
+                                    len(lines))]
+            assert not long_lines(lines), (f"{md.name} shows {path.name}:{opts['pyobject']} with "
+                                           f"lines over {LINE_LIMIT}: {long_lines(lines)}")
+
+
+def sections(md: Path) -> list[tuple[str, str]]:
+    """(heading, text) of each section of a chapter, split at Markdown headings outside code."""
+    out, title, buf, fence = [], "(top)", [], False
+    for line in md.read_text().splitlines():
+        if line.startswith("```"):
+            fence = not fence if not line.startswith("```{literalinclude") else fence
+        if not fence and re.match(r"#{1,6} ", line):
+            out.append((title, "\n".join(buf)))
+            title, buf = line.lstrip("# "), []
+        else:
+            buf.append(line)
+    out.append((title, "\n".join(buf)))
+    return out
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_every_section_with_equations_shows_the_code_of_them(md):
+    """A section with a display equation shows fglib code (literalinclude), or says in a MyST
+    comment line starting with "% no code:" why none implements it (a derivation, say)."""
+    missing = [title for title, text in sections(md)
+               if re.search(r"^\$\$", text, re.M) and "{literalinclude}" not in text
+               and not re.search(r"^% no code: \S", text, re.M)]
+    assert not missing, f"{md.name}: sections with equations but no code shown: {missing}"
+
+
+def test_the_checks_catch_a_long_line_and_a_section_without_code(tmp_path):
+    md = tmp_path / "x.md"
+    md.write_text("# T\n\n## Eq\n\n$$\na = b\n$$\n\n```{code-cell} ipython3\n"
+                  + "x = 1  # " + "y" * 100 + "\n```\n")
+    assert [n for n, t in code_cell_lines(md) if len(t) > LINE_LIMIT] == [10]
+    assert [t for t, text in sections(md) if "$$" in text] == ["Eq"]
+    with pytest.raises(AssertionError, match="no code shown"):
+        test_every_section_with_equations_shows_the_code_of_them(md)
+    assert pyobject_source(ROOT / "fglib" / "stats.py", "effect")[0].startswith("def effect")
+    assert pyobject_source(ROOT / "fglib" / "stats.py", "nothing_here") == []

@@ -1,0 +1,93 @@
+"""What the chapters measure on trained models, in one place so that no chapter
+re-implements it.
+
+- `normalised_images`: a split's images as the network sees them, (x / 255 - mean) / std
+  with the training split's per-channel statistics, in float64 for the evidence
+  sections.
+- `in_batches`: any per-image function of a model over a whole split, a batch at a time.
+- `feature_maps`, `predictions`, `class_maps`: F, the predicted class and the class
+  activation map of given classes, for every image of a split.
+- `upsample`: a (h, w) map brought to the image's size for display.
+- `smoothed_terms`: the per-step loss terms of some runs with a rolling mean, to plot.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+BATCH = 256
+
+
+def normalised_images(
+    train_set, split, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """(N, 3, S, S): split.images normalised with train_set's channel mean and std."""
+    mean, std = train_set.mean_std()
+    x = split.images.float() / 255
+    return ((x - mean[:, None, None]) / std[:, None, None]).to(dtype)
+
+
+def in_batches(
+    fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, batch: int = BATCH
+) -> torch.Tensor:
+    """torch.cat of fn(*chunks) over chunks of `batch` rows, without gradients."""
+    n = len(tensors[0])
+    if any(len(t) != n for t in tensors):
+        raise ValueError(
+            f"in_batches needs tensors of one length, got {[len(t) for t in tensors]}"
+        )
+    with torch.no_grad():
+        return torch.cat(
+            [fn(*(t[i : i + batch] for t in tensors)) for i in range(0, n, batch)]
+        )
+
+
+def feature_maps(model, x: torch.Tensor, batch: int = BATCH) -> torch.Tensor:
+    """The backbone's feature maps F of every image: (N, C, h, w)."""
+    return in_batches(model.features, x, batch=batch)
+
+
+def predictions(model, x: torch.Tensor, batch: int = BATCH) -> torch.Tensor:
+    """The predicted class of every image (the test-time network): (N,)."""
+    was = model.training
+    model.eval()
+    try:
+        return in_batches(lambda xb: model(xb)[0].argmax(1), x, batch=batch)
+    finally:
+        model.train(was)
+
+
+def class_maps(
+    model, x: torch.Tensor, classes: torch.Tensor, batch: int = BATCH
+) -> torch.Tensor:
+    """The class activation map M_c of class classes[n] for every image n: (N, h, w)."""
+    return in_batches(model.cam, x, classes, batch=batch)
+
+
+def upsample(a: torch.Tensor, size: int) -> torch.Tensor:
+    """A (h, w) map, bilinearly resized to (size, size) for drawing over the image."""
+    return F.interpolate(a[None, None].double(), size=(size, size), mode="bilinear")[
+        0, 0
+    ]
+
+
+def smoothed_terms(
+    history: pd.DataFrame, terms: list[str], window: int = 20
+) -> pd.DataFrame:
+    """The rows of `terms` of runner.histories(...), with a `smoothed` rolling mean per
+    seed."""
+    h = history[history.term.isin(terms)].copy()
+    missing = set(terms) - set(h.term)
+    if missing:
+        raise ValueError(
+            f"no loss term(s) {sorted(missing)} in these runs; "
+            f"they log {sorted(set(history.term))}"
+        )
+    h["smoothed"] = h.groupby(["seed", "term"])["value"].transform(
+        lambda v: v.rolling(window, min_periods=1).mean()
+    )
+    return h

@@ -1,0 +1,67 @@
+"""The shared evidence helpers and the comparison sentence, against direct computations."""
+import pandas as pd
+import pytest
+import torch
+
+from fglib.backbones import SmallResNet
+from fglib.data.memory import ImageTensors
+from fglib.evidence import (class_maps, feature_maps, in_batches, normalised_images,
+                            predictions, smoothed_terms, upsample)
+from fglib.models.baseline import GAPClassifier
+from fglib.stats import compare_sentence
+
+
+def _split(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 9, 9), generator=g, dtype=torch.uint8)
+    return ImageTensors(images=images, labels=torch.arange(n) % 3, parts=None, families=None,
+                        num_classes=3, part_names=[])
+
+
+def test_normalised_images_use_the_training_statistics():
+    train, test = _split(7, 0), _split(5, 1)
+    x = normalised_images(train, test)
+    assert x.dtype == torch.float64 and x.shape == test.images.shape
+    for c in range(3):
+        vals = train.images[:, c].double() / 255
+        expected = (test.images[:, c].double() / 255 - vals.mean()) / vals.std()
+        torch.testing.assert_close(x[:, c], expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 100])
+def test_batched_helpers_equal_one_big_batch(batch):
+    torch.manual_seed(0)
+    model = GAPClassifier(SmallResNet((4, 6), (1, 1)), 3).double().eval()
+    x, cls = torch.randn(7, 3, 11, 13, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(feature_maps(model, x, batch), model.features(x))
+        torch.testing.assert_close(class_maps(model, x, cls, batch), model.cam(x, cls))
+        assert torch.equal(predictions(model, x, batch), model(x)[0].argmax(1))
+    model.train()
+    predictions(model, x, batch)
+    assert model.training                                   # the mode is restored
+    with pytest.raises(ValueError, match="one length"):
+        in_batches(model.cam, x, cls[:3])
+
+
+def test_upsample_keeps_a_constant_map_constant():
+    out = upsample(torch.full((3, 4), 2.5), 10)
+    assert out.shape == (10, 10) and torch.allclose(out, torch.full((10, 10), 2.5, dtype=out.dtype))
+
+
+def test_smoothed_terms_names_missing_terms():
+    h = pd.DataFrame({"seed": [0] * 4, "step": range(4), "term": ["ce"] * 4, "value": [4.0, 2, 0, 2]})
+    out = smoothed_terms(h, ["ce"], window=2)
+    assert out.smoothed.tolist() == [4.0, 3.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match=r"no loss term\(s\) \['rank'\].*\['ce'\]"):
+        smoothed_terms(h, ["ce", "rank"])
+
+
+def test_compare_sentence_reads_the_difference_and_its_error():
+    a = [78.0, 79.0, 80.0]
+    gain = compare_sentence(a, [84.0, 85.0, 86.0], "X", "the baseline")
+    assert gain == ("X changes top-1 by **+6.0 ± 0.8 points** over the baseline, more than two "
+                    "standard errors above zero: a gain.")
+    assert "below zero: a loss" in compare_sentence(a, [70.0, 71.0, 72.0], "X", "Y")
+    none = compare_sentence(a, [78.5, 79.5, 80.0], "X", "Y", at="at this scale")
+    assert none.endswith("within two standard errors of zero: no measurable effect at this scale.")
