@@ -353,3 +353,16 @@ def test_ci_verification_sample():
     VERIFIED.append(table)
     bad = table[~table.ok]
     assert bad.empty, f"stored runs do not re-train to their stored numbers:\n{bad.to_string(index=False)}"
+
+
+def test_store_note_lines_fit_the_book_column(monkeypatch):
+    """The note every chapter prints is wrapped at the width of the book's code blocks."""
+    from fglib.runner import store_note
+
+    monkeypatch.setenv("FGLIB_STORE_ONLY", "1")            # read from the store, never train
+    keys = [r["key"] for r in store.read_index("mcloss")]
+    note = store_note(pd.DataFrame({"key": keys}))
+    assert "runs read from the results store" in note
+    assert max(len(line) for line in note.splitlines()) <= 88
+    assert max(len(line) for line in store_note(pd.DataFrame({"key": keys}), width=200)
+               .splitlines()) > 88
