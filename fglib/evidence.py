@@ -13,6 +13,7 @@ re-implements it.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable
 
 import pandas as pd
@@ -46,26 +47,38 @@ def in_batches(
         )
 
 
+@contextmanager
+def evaluating(model):
+    """The model in evaluation mode (batch norm's running statistics, no dropout), then
+    back in the mode it was in."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
 def feature_maps(model, x: torch.Tensor, batch: int = BATCH) -> torch.Tensor:
-    """The backbone's feature maps F of every image: (N, C, h, w)."""
-    return in_batches(model.features, x, batch=batch)
+    """The backbone's feature maps F of every image, in evaluation mode:
+    (N, C, h, w)."""
+    with evaluating(model):
+        return in_batches(model.features, x, batch=batch)
 
 
 def predictions(model, x: torch.Tensor, batch: int = BATCH) -> torch.Tensor:
     """The predicted class of every image (the test-time network): (N,)."""
-    was = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return in_batches(lambda xb: model(xb)[0].argmax(1), x, batch=batch)
-    finally:
-        model.train(was)
 
 
 def class_maps(
     model, x: torch.Tensor, classes: torch.Tensor, batch: int = BATCH
 ) -> torch.Tensor:
-    """The class activation map M_c of class classes[n] for every image n: (N, h, w)."""
-    return in_batches(model.cam, x, classes, batch=batch)
+    """The class activation map M_c of class classes[n] for every image n, in evaluation
+    mode: (N, h, w)."""
+    with evaluating(model):
+        return in_batches(model.cam, x, classes, batch=batch)
 
 
 def upsample(a: torch.Tensor, size: int) -> torch.Tensor:

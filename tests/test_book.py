@@ -174,7 +174,7 @@ def sections(md: Path) -> list[tuple[str, str]]:
     out, title, buf, fence = [], "(top)", [], False
     for line in md.read_text().splitlines():
         if line.startswith("```"):
-            fence = not fence if not line.startswith("```{literalinclude") else fence
+            fence = not fence                      # code cells and directives alike
         if not fence and re.match(r"#{1,6} ", line):
             out.append((title, "\n".join(buf)))
             title, buf = line.lstrip("# "), []
@@ -197,10 +197,13 @@ def test_every_section_with_equations_shows_the_code_of_them(md):
 def test_the_checks_catch_a_long_line_and_a_section_without_code(tmp_path):
     md = tmp_path / "x.md"
     md.write_text("# T\n\n## Eq\n\n$$\na = b\n$$\n\n```{code-cell} ipython3\n"
-                  + "x = 1  # " + "y" * 100 + "\n```\n")
+                  + "x = 1  # " + "y" * 100 + "\n```\n\n## Shown\n\n"
+                  + "```{literalinclude} ../f.py\n:pyobject: f\n```\n\n"
+                  + "```{code-cell} ipython3\n# not a heading\n```\n\n## Eq2\n\n$$\nc\n$$\n")
     assert [n for n, t in code_cell_lines(md) if len(t) > LINE_LIMIT] == [10]
-    assert [t for t, text in sections(md) if "$$" in text] == ["Eq"]
-    with pytest.raises(AssertionError, match="no code shown"):
+    assert [t for t, _ in sections(md)] == ["(top)", "T", "Eq", "Shown", "Eq2"]
+    assert [t for t, text in sections(md) if "$$" in text] == ["Eq", "Eq2"]
+    with pytest.raises(AssertionError, match=r"no code shown: \['Eq', 'Eq2'\]"):
         test_every_section_with_equations_shows_the_code_of_them(md)
     assert pyobject_source(ROOT / "fglib" / "stats.py", "effect")[0].startswith("def effect")
     assert pyobject_source(ROOT / "fglib" / "stats.py", "nothing_here") == []

@@ -38,8 +38,12 @@ def test_batched_helpers_equal_one_big_batch(batch):
         torch.testing.assert_close(class_maps(model, x, cls, batch), model.cam(x, cls))
         assert torch.equal(predictions(model, x, batch), model(x)[0].argmax(1))
     model.train()
-    predictions(model, x, batch)
-    assert model.training                                   # the mode is restored
+    before = model.backbone.stem[1].running_mean.clone()
+    for helper in (lambda: predictions(model, x, batch), lambda: feature_maps(model, x, batch),
+                   lambda: class_maps(model, x, cls, batch)):
+        helper()
+        assert model.training                               # the mode is restored
+    assert torch.equal(model.backbone.stem[1].running_mean, before)   # evaluated, not trained
     with pytest.raises(ValueError, match="one length"):
         in_batches(model.cam, x, cls[:3])
 

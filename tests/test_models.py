@@ -126,8 +126,12 @@ def test_model_options_are_the_constructor_arguments(method):
 
     from fglib.models import MODEL_CLASSES, option_names
 
-    params = set(inspect.signature(MODEL_CLASSES[method].__init__).parameters)
-    assert set(option_names(method)) <= params
+    params = inspect.signature(MODEL_CLASSES[method].__init__).parameters
+    defaults = {name: params[name].default for name in option_names(method)}
+    assert all(v is not inspect.Parameter.empty for v in defaults.values())
+    # every option the model takes is accepted by name, e.g. {"xi": None, "mu": 1.5, ...}
+    backbone = SmallResNet((4, 6), (1, 1))
+    build_model(method, backbone, 3, ModelConfig(method=method, options=defaults))
     with pytest.raises(ValueError, match="not settings of"):
         build_model(method, SmallResNet((4, 8), (1, 1)), 3, ModelConfig(method=method, options={"nope": 1}))
 
