@@ -5,6 +5,7 @@ re-run with an identical config reuses the stored result and any change retrains
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import types
@@ -102,14 +103,10 @@ class _Checked:
                 object.__setattr__(self, f.name, stored)
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     """The evaluated annotations (strings in this module, which imports annotations from __future__)."""
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+    return typing.get_type_hints(cls)
 
 
 @dataclass

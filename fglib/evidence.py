@@ -20,16 +20,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from fglib.data.memory import normalise
+
 BATCH = 256
 
 
 def normalised_images(
     train_set, split, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
-    """(N, 3, S, S): split.images normalised with train_set's channel mean and std."""
-    mean, std = train_set.mean_std()
-    x = split.images.float() / 255
-    return ((x - mean[:, None, None]) / std[:, None, None]).to(dtype)
+    """(N, 3, S, S): split.images normalised with train_set's channel mean and std, as the
+    training engine normalises them (fglib.data.memory.normalise), then cast to dtype."""
+    return normalise(split.images, *train_set.mean_std()).to(dtype)
 
 
 def in_batches(

@@ -19,6 +19,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import textwrap
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -372,8 +373,6 @@ def store_note(runs: pd.DataFrame, width: int = 88) -> str:
     if local:
         parts.append(f"{local} runs were trained on this machine: the store does not hold them for the "
                      f"current code (`make record CH={chapter}` writes them into it).")
-    import textwrap
-
     return "\n".join(textwrap.fill(p, width=width, break_on_hyphens=False) for p in parts)
 
 

@@ -130,19 +130,24 @@ def includes(md: Path) -> list[tuple[Path, dict[str, str]]]:
     return found
 
 
+def shown_source(path: Path, opts: dict[str, str]) -> list[str]:
+    """The lines a literalinclude shows, read by Sphinx's own reader (without dedenting, so
+    the width checked is the file's); [] when the object is not in the file."""
+    from sphinx.config import Config
+    from sphinx.directives.code import LiteralIncludeReader
+
+    keep = {k: v for k, v in opts.items() if k in ("pyobject", "start-at", "end-at",
+                                                    "start-after", "end-before", "lines")}
+    try:
+        text, _ = LiteralIncludeReader(str(path), keep, Config()).read()
+    except ValueError:                                  # "Object named ... not found"
+        return []
+    return text.splitlines()
+
+
 def pyobject_source(path: Path, dotted: str) -> list[str]:
     """The source lines of a top-level function/class or Class.method, as Sphinx finds it."""
-    import ast
-
-    text = path.read_text()
-    node: ast.AST = ast.parse(text)
-    for name in dotted.split("."):
-        node = next((n for n in getattr(node, "body", [])
-                     if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name), None)
-        if node is None:
-            return []
-    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-    return text.splitlines()[start - 1:node.end_lineno]
+    return shown_source(path, {"pyobject": dotted})
 
 
 def long_lines(lines: list[str], limit: int = LINE_LIMIT) -> list[str]:
@@ -160,11 +165,8 @@ def test_shown_library_code_exists_and_fits_the_column(md):
     for path, opts in includes(md):
         assert path.is_file(), f"{md.name} includes {path}, which does not exist"
         if "pyobject" in opts:
-            lines = pyobject_source(path, opts["pyobject"])
+            lines = shown_source(path, opts)
             assert lines, f"{md.name}: {path.name} has no {opts['pyobject']} (renamed?)"
-            if "end-before" in opts:
-                lines = lines[:next((i for i, t in enumerate(lines) if opts["end-before"] in t),
-                                    len(lines))]
             assert not long_lines(lines), (f"{md.name} shows {path.name}:{opts['pyobject']} with "
                                            f"lines over {LINE_LIMIT}: {long_lines(lines)}")
 
