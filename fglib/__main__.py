@@ -150,6 +150,23 @@ def store_command(args: argparse.Namespace) -> int:
     return 0 if table.ok.all() else 1
 
 
+def pretrain_command(args) -> int:
+    """Train the pretraining run of a small ResNet into the local run cache (the store keeps it once a
+    chapter that uses it is recorded)."""
+    from fglib.config import parse_setting
+    from fglib.pretraining import pretraining_config
+    from fglib.runner import cache_folder, train_missing
+
+    shape = dict(parse_setting(item) for item in args.set)
+    unknown = set(shape) - {"model.widths", "model.blocks"}
+    if unknown:
+        raise ValueError(f"pretrain takes only model.widths and model.blocks, not {sorted(unknown)}")
+    cfg = pretraining_config(shape.get("model.widths", (16, 32, 64, 128)), shape.get("model.blocks", (1, 1, 1, 1)))
+    train_missing([cfg], progress=not args.quiet, workers=1)
+    print(f"pretraining run {cfg.key()}: {cache_folder(cfg) / 'model.pt'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fglib", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-weights", help="write the final state_dict here")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=train_command)
+    pt = sub.add_parser("pretrain", help="train the book's pretraining run (what model.pretrained=true loads)")
+    pt.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="model.widths / model.blocks of another small ResNet, e.g. --set model.widths=[8,16]")
+    pt.add_argument("--quiet", action="store_true", help="no progress bar")
+    pt.set_defaults(func=pretrain_command)
     d = sub.add_parser("data", help="prepare datasets")
     d.add_argument("action", choices=["prepare", "synth"])
     d.add_argument("name", nargs="?", default="cub")

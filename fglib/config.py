@@ -136,6 +136,7 @@ class ModelConfig(_Checked):
     weights_path: str | None = None
     dropout: float = 0.0
     bilinear_dim: int = 32
+    output_stride: int | None = None   # small_resnet: dilate past this stride (None: 8 with 4 stages)
     options: dict[str, Any] = field(default_factory=dict)   # method-specific settings (mu, lambda, xi, ...)
 
 
@@ -154,12 +155,18 @@ class TrainConfig(_Checked):
     sampler: str = "random"            # "random" or "balanced" (classes_per_batch x images_per_class)
     classes_per_batch: int = 8
     images_per_class: int = 4
+    freeze_backbone_epochs: int = 0    # fine-tuning: the backbone's lr is 0 for these first epochs
     eval_every: int = 0                # evaluate on the test split every n epochs (0: only at the end)
     device: str = "auto"               # "auto", "cpu" or "cuda"
     amp: bool | str = "auto"           # mixed precision. "auto": float16 on CUDA, bfloat16 on a CPU with native
                                        # BF16 instructions, float32 on other CPUs (where emulated bfloat16 is
                                        # 10x slower); True forces bf16/fp16, False float32. The precision a
                                        # run used is recorded with it (RunResult.precision).
+
+
+# Fields added after the results store began, with their defaults: left out of a config's key while
+# at the default, so that adding a setting does not rename every stored run.
+ADDED_FIELDS: dict[str, Any] = {"model.output_stride": None, "train.freeze_backbone_epochs": 0}
 
 
 @dataclass
@@ -179,6 +186,10 @@ class RunConfig(_Checked):
         """
         d = self.to_dict()
         d["train"].pop("device")
+        for name, default in ADDED_FIELDS.items():         # settings added after runs were stored
+            section, _, attr = name.partition(".")
+            if d[section][attr] == default:
+                del d[section][attr]
         blob = json.dumps({"cfg": d}, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

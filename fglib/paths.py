@@ -22,3 +22,14 @@ def cache_dir() -> Path:
 def expected_dir() -> Path:
     """Where chapters keep the results they must reproduce: data/expected/<chapter>.csv."""
     return data_dir() / "expected"
+
+
+def pretrained_weights(widths: tuple[int, ...], blocks: tuple[int, ...]) -> Path:
+    """The book's pre-trained small_resnet weights of these widths and blocks (a stored run's).
+
+    The run is `fglib.pretraining.pretraining_config(widths, blocks)`; this only finds its file, in the
+    results store or, before it is recorded, in the local run cache.
+    """
+    from fglib.pretraining import pretrained_weights_file
+
+    return pretrained_weights_file(tuple(widths), tuple(blocks))

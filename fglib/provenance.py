@@ -93,11 +93,23 @@ def _imports(module: str, state: tuple[int, int]) -> frozenset[str]:
     return frozenset(m for m in found if module_path(m).exists())
 
 
-def result_modules(method: str) -> list[str]:
-    """The fglib modules whose code can change a run of `method`, in a stable order."""
+def _method_and_extras(run) -> tuple[str, list[str]]:
+    """(method, extra modules) of a method name or a RunConfig: a config on a generated dataset other
+    than the benchmark adds that dataset's module (fglib.data.registry.GENERATED)."""
+    if isinstance(run, str):
+        return run, []
+    from fglib.data.registry import GENERATED
+
+    name = run.data.name
+    return run.model.method, [GENERATED[name].split(":")[0]] if name in GENERATED else []
+
+
+def result_modules(run) -> list[str]:
+    """The fglib modules whose code can change a run (a method name or a RunConfig), in a stable order."""
     from fglib.models import model_module
 
-    todo, seen = [*ENGINE_MODULES, model_module(method)], set()
+    method, extras = _method_and_extras(run)
+    todo, seen = [*ENGINE_MODULES, model_module(method), *extras], set()
     while todo:
         m = todo.pop()
         if m in seen or m in NOT_RESULT_CHANGING:
@@ -123,21 +135,50 @@ def builder_hash(method: str) -> str:
     return hashlib.sha256(normalised_source(textwrap.dedent(text)).encode()).hexdigest()[:12]
 
 
-def module_hashes(method: str) -> dict[str, str]:
-    """{module: hash of its normalised source} for `result_modules(method)`, plus the method's builder."""
-    hashes = {m: _module_hash(m, _state(module_path(m))) for m in result_modules(method)}
+def initial_weights(run) -> Path | None:
+    """The file a RunConfig's small_resnet starts from (model.weights_path, or the book's pretraining
+    run's weights for model.pretrained), else None. Its bytes are part of the run's fingerprint."""
+    if isinstance(run, str) or run.model.backbone != "small_resnet":
+        return None
+    if run.model.weights_path is not None:
+        return Path(run.model.weights_path)
+    if not run.model.pretrained:
+        return None
+    from fglib.pretraining import PretrainedWeightsMissing, pretrained_weights_file
+
+    try:
+        return pretrained_weights_file(run.model.widths, run.model.blocks)
+    except PretrainedWeightsMissing:
+        return None
+
+
+@lru_cache(maxsize=None)
+def _file_hash(path: Path, state: tuple[int, int]) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def module_hashes(run) -> dict[str, str]:
+    """{module: hash of its normalised source} for `result_modules(run)`, plus the method's builder,
+    plus (for a RunConfig starting from saved weights) the hash of those weights."""
+    method, _ = _method_and_extras(run)
+    hashes = {m: _module_hash(m, _state(module_path(m))) for m in result_modules(run)}
     hashes[f"fglib.models:{method}"] = builder_hash(method)
+    if not isinstance(run, str) and (run.model.pretrained or run.model.weights_path):
+        path = initial_weights(run)
+        if path is not None:
+            hashes["initial weights"] = _file_hash(path, _state(path)) if path.exists() else "missing"
     return hashes
 
 
-def edited_since_import(method: str) -> list[str]:
-    """The result modules of `method` whose file changed after this process imported fglib."""
-    return [m for m in result_modules(method) if module_path(m).stat().st_mtime > IMPORTED_AT]
+def edited_since_import(run) -> list[str]:
+    """The result modules of a run whose file changed after this process imported fglib."""
+    return [m for m in result_modules(run) if module_path(m).stat().st_mtime > IMPORTED_AT]
 
 
-def code_fingerprint(method: str) -> str:
-    """One hash over `module_hashes(method)`: runs recorded under another fingerprint are stale."""
-    blob = json.dumps(module_hashes(method), sort_keys=True)
+def code_fingerprint(run) -> str:
+    """One hash over `module_hashes(run)` (a method name or a RunConfig): runs recorded under another
+    fingerprint are stale."""
+    blob = json.dumps(module_hashes(run), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -43,7 +43,7 @@ def runs_dir() -> Path:
 
 def cache_folder(cfg: RunConfig) -> Path:
     """The local cache folder of cfg under the current code: <cache>/runs/<key>-<fingerprint>."""
-    return runs_dir() / f"{cfg.key()}-{code_fingerprint(cfg.model.method)}"
+    return runs_dir() / f"{cfg.key()}-{code_fingerprint(cfg)}"
 
 
 def _single_thread_train(cfg: RunConfig, **kw) -> RunResult:
@@ -73,12 +73,12 @@ def train_into(folder: Path, cfg: RunConfig, data=None, progress: bool | None = 
     fingerprint would describe other code), or differs from `fingerprint`, the one the caller expects.
     """
     method = cfg.model.method
-    edited = edited_since_import(method)
+    edited = edited_since_import(cfg)
     if edited:
         raise store.StoreError(f"fglib's source changed after this Python process imported it ({', '.join(edited)}): "
                                "restart the kernel (or the process) so that the code that trains is the code "
                                "the run's fingerprint describes")
-    fp, modules = code_fingerprint(method), module_hashes(method)
+    fp, modules = code_fingerprint(cfg), module_hashes(cfg)
     if fingerprint is not None and fp != fingerprint:
         raise store.StoreError(f"run {cfg.key()} was scheduled for code {fingerprint} but this process sees {fp}: "
                                "fglib changed during the run; run the command again")
@@ -96,7 +96,7 @@ def stored_record(cfg: RunConfig) -> dict[str, Any] | None:
     if not path.exists():
         return None
     record = store.read_record(path, chapter=_chapter())
-    return record if record["fingerprint"] == code_fingerprint(cfg.model.method) else None
+    return record if record["fingerprint"] == code_fingerprint(cfg) else None
 
 
 def cached_record(cfg: RunConfig) -> dict[str, Any] | None:
@@ -104,7 +104,7 @@ def cached_record(cfg: RunConfig) -> dict[str, Any] | None:
     if not path.exists():
         return None
     record = store.read_record(path)
-    fresh = record["fingerprint"] == code_fingerprint(cfg.model.method) and record["key"] == cfg.key()
+    fresh = record["fingerprint"] == code_fingerprint(cfg) and record["key"] == cfg.key()
     return record if fresh else None
 
 
@@ -129,7 +129,7 @@ def why_not_stored(cfg: RunConfig) -> str:
     if not path.exists():
         return "not in the store"
     record = store.read_record(path)
-    now = module_hashes(cfg.model.method)
+    now = module_hashes(cfg)
     changed = sorted(m for m in set(now) | set(record["modules"]) if now.get(m) != record["modules"].get(m))
     if not changed:
         return "stale: recorded under another code fingerprint"
@@ -234,7 +234,7 @@ def train_missing(cfgs: list[RunConfig], folder_of=cache_folder, progress: bool 
             load_data(c)                              # generate and cache each dataset once, before the workers
         ctx = mp.get_context("spawn")                 # fork after torch's thread pools can deadlock
         with ctx.Pool(workers) as pool:               # workers inherit os.environ (FGLIB_DATA_CACHE...)
-            jobs = [(c.to_dict(), str(folder_of(c)), code_fingerprint(c.model.method)) for c in todo]
+            jobs = [(c.to_dict(), str(folder_of(c)), code_fingerprint(c)) for c in todo]
             for _ in pool.imap_unordered(_train_job, jobs):
                 bar.update(1)
     else:
@@ -243,7 +243,7 @@ def train_missing(cfgs: list[RunConfig], folder_of=cache_folder, progress: bool 
             dkey = json.dumps(asdict(c.data), sort_keys=True)
             if dkey not in data_cache:
                 data_cache[dkey] = load_data(c)
-            train_into(folder_of(c), c, data=data_cache[dkey], fingerprint=code_fingerprint(c.model.method))
+            train_into(folder_of(c), c, data=data_cache[dkey], fingerprint=code_fingerprint(c))
             bar.update(1)
     bar.close()
 
@@ -306,9 +306,13 @@ def grid(base: RunConfig, variants: Mapping[str, Mapping[str, Any]], seeds: Iter
     Returns (runs, summary): one row per run with its metrics, and per variant the mean, std and
     number of runs of each metric.
     """
+    return collect(_jobs(base, variants, seeds), progress=progress)
+
+
+def collect(jobs: list[tuple[str, int, RunConfig]], progress: bool | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`grid` for explicit configs: jobs are (variant name, seed, config); same (runs, summary)."""
     from fglib.record import note_usage
 
-    jobs = _jobs(base, variants, seeds)
     for name, seed, cfg in jobs:
         note_usage(cfg, variant=name, seed=seed)
     results = run_many([cfg for _, _, cfg in jobs], progress=progress)

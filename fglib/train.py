@@ -49,7 +49,7 @@ def load_data(cfg: RunConfig) -> tuple[ImageTensors, ImageTensors]:
     from fglib.data.cub import CUBDataset
     from fglib.data.memory import load_tensors
 
-    from fglib.data.registry import DATASETS
+    from fglib.data.registry import DATASETS, GENERATED, generate
 
     d = cfg.data
     if d.name == "synth":
@@ -57,13 +57,16 @@ def load_data(cfg: RunConfig) -> tuple[ImageTensors, ImageTensors]:
 
         synth = SynthConfig(**{"image_size": d.image_size, **d.synth})
         root = synthetic_benchmark(synth)
+    elif d.name in GENERATED:                                       # other generated sets ("pretrain")
+        root = generate(d.name, d.image_size, d.synth)
     elif (not d.in_memory and d.name in DATASETS) or d.name in ("cub", "nabirds"):
         if d.root is None:
             raise ConfigError(f"dataset {d.name!r} needs data.root, the folder that holds it "
                               f"(get it with `python -m fglib data prepare {d.name} --root DIR`)")
         root = Path(d.root)
     else:
-        raise ConfigError(f"unknown dataset {d.name!r}: use 'synth', or one of {sorted(DATASETS)} "
+        raise ConfigError(f"unknown dataset {d.name!r}: use 'synth', {', '.join(map(repr, GENERATED))} "
+                          f"or one of {sorted(DATASETS)} "
                           "(in memory only 'cub' and 'nabirds'; the others need data.in_memory=False)")
     if not d.in_memory:                                             # the paper-scale path: files + DataLoader
         from fglib.data.files import open_split
@@ -102,6 +105,12 @@ def check_config(cfg: RunConfig, train: ImageTensors | None = None) -> None:
         raise ConfigError(f"unknown method {m.method!r}; known methods: {', '.join(sorted(MODELS))}")
     if t.sampler not in ("random", "balanced"):
         raise ConfigError(f"train.sampler must be 'random' or 'balanced', got {t.sampler!r}")
+    if not 0 <= t.freeze_backbone_epochs < t.epochs:
+        raise ConfigError(f"train.freeze_backbone_epochs={t.freeze_backbone_epochs} must be in [0, train.epochs"
+                          f"={t.epochs}): a backbone frozen for the whole run is never fine-tuned")
+    if t.freeze_backbone_epochs and not (m.pretrained or m.weights_path):
+        raise ConfigError("train.freeze_backbone_epochs only makes sense for a pre-trained backbone: set "
+                          "model.pretrained=true (or model.weights_path), or freeze_backbone_epochs=0")
     needs = MODEL_CLASSES[m.method].needs                  # what the model asks of a training batch
     if needs.balanced and (t.sampler != "balanced" or t.classes_per_batch < needs.classes
                            or t.images_per_class < needs.images_per_class):
@@ -137,7 +146,8 @@ def check_config(cfg: RunConfig, train: ImageTensors | None = None) -> None:
 
 def build(cfg: RunConfig, num_classes: int) -> nn.Module:
     m = cfg.model
-    backbone = build_backbone(m.backbone, m.widths, m.blocks, m.pretrained, m.weights_path)
+    backbone = build_backbone(m.backbone, m.widths, m.blocks, m.pretrained, m.weights_path,
+                              m.output_stride)
     return build_model(m.method, backbone, num_classes, m)
 
 
@@ -237,10 +247,14 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
 
     torch.manual_seed(t.seed)                                       # model initialisation
     model = build(cfg, train_set.num_classes).to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": t.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, momentum=t.momentum, nesterov=True)
+    groups = []
+    for part in ("backbone", "rest"):                               # backbone: can be frozen for a while
+        named = [(n, p) for n, p in model.named_parameters() if n.startswith("backbone.") == (part == "backbone")]
+        groups += [{"params": [p for _, p in named if p.ndim > 1], "weight_decay": t.weight_decay,
+                    "backbone": part == "backbone"},
+                   {"params": [p for _, p in named if p.ndim <= 1], "weight_decay": 0.0,
+                    "backbone": part == "backbone"}]
+    opt = torch.optim.SGD([g for g in groups if g["params"]], lr=t.lr, momentum=t.momentum, nesterov=True)
     if world > 1 and device.type == "cuda":                         # batch statistics over the whole batch
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)      # (CUDA only; on CPU each process has its own)
     ddp_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -285,8 +299,9 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
             stream = train_set.batches(index_batches)
         for i, (x, y) in enumerate(stream):
             step = epoch * steps_per_epoch + i
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, steps_per_epoch, cfg)
+            for group in opt.param_groups:                          # a frozen backbone: lr 0
+                frozen = group.get("backbone", False) and epoch < t.freeze_backbone_epochs
+                group["lr"] = 0.0 if frozen else lr_at(step, steps_per_epoch, cfg)
             if world > 1:                                           # each process takes its share of the batch
                 x, y = x.chunk(world)[rank], y.chunk(world)[rank]
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -298,7 +313,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            history.append({"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
+            history.append({"step": step, "epoch": epoch, "lr": opt.param_groups[-1]["lr"],
                             "loss": loss.item(), **{k: v.item() for k, v in losses.items()}})
             images += len(y) * world
             bar.update(1)

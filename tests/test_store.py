@@ -130,7 +130,8 @@ def test_a_stale_run_is_an_error_naming_the_change_and_the_command(tiny_store, m
     monkeypatch.setenv("FGLIB_STORE_ONLY", "1")
     real = provenance.module_hashes
 
-    def edited(method):
+    def edited(run):
+        method = run if isinstance(run, str) else run.model.method      # a method or a config
         hashes = dict(real(method))
         if method == "mcloss":
             hashes["fglib.models.mcloss"] = "edited"
@@ -139,7 +140,7 @@ def test_a_stale_run_is_an_error_naming_the_change_and_the_command(tiny_store, m
     monkeypatch.setattr(runner, "module_hashes", edited)
     fp = {m: provenance.hashlib.sha256(json.dumps(edited(m), sort_keys=True).encode()).hexdigest()[:12]
           for m in ("baseline", "mcloss")}
-    monkeypatch.setattr(runner, "code_fingerprint", lambda m: fp[m])
+    monkeypatch.setattr(runner, "code_fingerprint", lambda run: fp[getattr(getattr(run, "model", None), "method", run)])
     runner.grid(base, {"gap": {}}, seeds=[0, 1, 2], progress=False)     # baseline runs are still fresh
     from fglib import runtime
     monkeypatch.setattr(runtime, "_CHAPTER", "demo")
@@ -332,7 +333,7 @@ def test_every_run_a_chapter_uses_is_fresh_for_the_current_code(chapter):
         rec = store.read_record(store.run_path(r["key"]), chapter)     # readable, intact checksum
         cfg = RunConfig.from_dict(rec["config"])
         assert cfg.key() == r["key"], f"{store.run_path(r['key'])} holds another config than its key"
-        if rec["fingerprint"] != code_fingerprint(cfg.model.method):
+        if rec["fingerprint"] != code_fingerprint(cfg):
             stale.append(f"  {r['key']} ({r['variant']}, seed {r['seed']}): {runner.why_not_stored(cfg)}")
         if r["weights"]:
             store.load_weights(store.weights_path(r["key"]), rec["weights"]["sha256"], chapter)

@@ -113,3 +113,17 @@ DATASETS: dict[str, DatasetInfo] = {
                 "there, then either serve it and pass --mirror URL (or set FGLIB_MIRROR), or "
                 "extract it so that {base}/images.txt exists, and run this command again.")),
 }
+
+
+# Generated datasets other than the benchmark ("synth", built in fglib.data.synth): name ->
+# "module:function", function(image_size, overrides) -> the root of a CUB-format folder. Their
+# modules are part of the code fingerprint of the runs that use them (fglib.provenance).
+GENERATED: dict[str, str] = {
+    "pretrain": "fglib.data.pretrainset:pretraining_set",
+}
+
+
+def generate(name: str, image_size: int, overrides: dict[str, Any]) -> "Path":
+    """The folder of the generated dataset `name`, made (once, into the cache) if needed."""
+    module, attr = GENERATED[name].split(":")
+    return getattr(importlib.import_module(module), attr)(image_size, overrides)

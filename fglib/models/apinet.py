@@ -218,7 +218,7 @@ class APINet(Classifier):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         if y is None:  # test time: no pairs
-            return self.head.fc(gap(self.features(x))), {}
+            return self.forward_head(self.features(x)), {}
         out = self.pair_forward(x, y)
         z, y1, y2 = out["logits"], out["y1"], out["y2"]
         losses = {

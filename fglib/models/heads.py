@@ -90,6 +90,6 @@ class Classifier(nn.Module):
         if not self.has_cam:
             raise TypeError(
                 f"{type(self).__name__} has no class activation map: "
-                f"{self.__doc__.splitlines()[0]}"
+                f"{(self.__doc__ or 'its logits are not linear in GAP(F)').splitlines()[0]}"
             )
         return self.head.cam(self.features(x), cls)
