@@ -155,7 +155,8 @@ class TrainConfig(_Checked):
     sampler: str = "random"            # "random" or "balanced" (classes_per_batch x images_per_class)
     classes_per_batch: int = 8
     images_per_class: int = 4
-    freeze_backbone_epochs: int = 0    # fine-tuning: the backbone's lr is 0 for these first epochs
+    freeze_backbone_epochs: int = 0    # fine-tuning: the backbone's lr is 0 for these first epochs (its
+                                       # gradients, momentum and batch-norm statistics still update)
     eval_every: int = 0                # evaluate on the test split every n epochs (0: only at the end)
     device: str = "auto"               # "auto", "cpu" or "cuda"
     amp: bool | str = "auto"           # mixed precision. "auto": float16 on CUDA, bfloat16 on a CPU with native

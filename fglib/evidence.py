@@ -93,7 +93,7 @@ def smoothed_terms(
     history: pd.DataFrame, terms: list[str], window: int = 20
 ) -> pd.DataFrame:
     """The rows of `terms` of runner.histories(...), with a `smoothed` rolling mean per
-    seed."""
+    run (variant and seed) and term."""
     h = history[history.term.isin(terms)].copy()
     missing = set(terms) - set(h.term)
     if missing:
@@ -101,7 +101,8 @@ def smoothed_terms(
             f"no loss term(s) {sorted(missing)} in these runs; "
             f"they log {sorted(set(history.term))}"
         )
-    h["smoothed"] = h.groupby(["seed", "term"])["value"].transform(
+    keys = [k for k in ("variant", "seed", "term") if k in h.columns]
+    h["smoothed"] = h.groupby(keys)["value"].transform(
         lambda v: v.rolling(window, min_periods=1).mean()
     )
     return h

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -34,27 +35,30 @@ class PretrainedWeightsMissing(FileNotFoundError):
 
 
 def pretrained_weights_file(widths: tuple[int, ...], blocks: tuple[int, ...]) -> Path:
+    """The weights of the pretraining run recorded with the current code: from the results store,
+    else from the local run cache; PretrainedWeightsMissing when neither holds a fresh one."""
     from fglib import store
-    from fglib.paths import cache_dir
+    from fglib.runner import cache_folder, lookup
 
-    key = pretraining_config(widths, blocks).key()
-    path = store.weights_path(key)
-    if path.exists():
+    cfg = pretraining_config(widths, blocks)
+    record, where = lookup(cfg)
+    path = store.weights_path(cfg.key()) if where == "store" else cache_folder(cfg) / "model.pt"
+    if record is not None and path.exists():
         return path
-    cached = sorted((cache_dir() / "runs").glob(f"{key}-*/model.pt"), key=lambda p: p.stat().st_mtime)
-    if cached:
-        return cached[-1]
+    why = ("is stale in the results store (recorded with other code)" if store.run_path(cfg.key()).exists()
+           else "is not in the results store")
     raise PretrainedWeightsMissing(
-        f"model.pretrained=true needs the book's pre-trained small_resnet (widths {tuple(widths)}, blocks "
-        f"{tuple(blocks)}), the weights of pretraining run {key}, which is neither in the results store nor "
-        f"in the local cache. Train it (about 10 minutes on one CPU core) with `python -m fglib pretrain"
-        f"{_cli_shape(widths, blocks)}`, or set model.pretrained=false")
+        f"model.pretrained=true needs the book's pre-trained small_resnet (widths {tuple(widths)}, "
+        f"blocks {tuple(blocks)}): the weights of pretraining run {cfg.key()}, which {why} "
+        f"nor in the local cache. Train it (about 8 minutes on one CPU core) with "
+        f"`python -m fglib pretrain{_cli_shape(widths, blocks)}`, or set model.pretrained=false")
 
 
 def _cli_shape(widths, blocks) -> str:
     if tuple(widths) == (16, 32, 64, 128) and tuple(blocks) == (1, 1, 1, 1):
         return ""
-    return f" --set model.widths={list(widths)} --set model.blocks={list(blocks)}"
+    as_json = lambda v: json.dumps(list(v), separators=(",", ":"))        # no spaces: one argument
+    return f" --set 'model.widths={as_json(widths)}' --set 'model.blocks={as_json(blocks)}'"
 
 
 @torch.no_grad()

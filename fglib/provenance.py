@@ -137,7 +137,8 @@ def builder_hash(method: str) -> str:
 
 def initial_weights(run) -> Path | None:
     """The file a RunConfig's small_resnet starts from (model.weights_path, or the book's pretraining
-    run's weights for model.pretrained), else None. Its bytes are part of the run's fingerprint."""
+    run's weights for model.pretrained), else None. Its bytes are part of the run's fingerprint (a
+    torchvision backbone's weights are not: they are ImageNet's, named by torchvision)."""
     if isinstance(run, str) or run.model.backbone != "small_resnet":
         return None
     if run.model.weights_path is not None:
@@ -163,10 +164,11 @@ def module_hashes(run) -> dict[str, str]:
     method, _ = _method_and_extras(run)
     hashes = {m: _module_hash(m, _state(module_path(m))) for m in result_modules(run)}
     hashes[f"fglib.models:{method}"] = builder_hash(method)
-    if not isinstance(run, str) and (run.model.pretrained or run.model.weights_path):
-        path = initial_weights(run)
-        if path is not None:
-            hashes["initial weights"] = _file_hash(path, _state(path)) if path.exists() else "missing"
+    if not isinstance(run, str) and run.model.backbone == "small_resnet" and (
+            run.model.pretrained or run.model.weights_path):
+        path = initial_weights(run)                  # None: the pretraining run is not there yet
+        exists = path is not None and path.exists()
+        hashes["initial weights"] = _file_hash(path, _state(path)) if exists else "missing"
     return hashes
 
 

@@ -36,6 +36,11 @@ def note_usage(cfg: RunConfig, variant: str | None = None, seed: int | None = No
             "weights": weights, "config": cfg.to_dict()}
     with open(Path(folder) / "usage.jsonl", "a") as f:
         f.write(json.dumps(line, default=list) + "\n")
+    m = cfg.model
+    if m.backbone == "small_resnet" and m.pretrained and m.weights_path is None:
+        from fglib.pretraining import pretraining_config       # a fine-tuned run needs those weights
+
+        note_usage(pretraining_config(m.widths, m.blocks), variant="pretraining run", seed=0, weights=True)
 
 
 def read_usage(folder: Path) -> list[dict[str, Any]]:

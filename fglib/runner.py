@@ -191,17 +191,20 @@ def ensure_fresh_data_cache() -> None:
     from fglib.paths import cache_dir
     from fglib.provenance import _module_hash, _state, module_path
 
-    mods = ("fglib.data.synth", "fglib.data.memory", "fglib.data.cub")
-    now = {m: _module_hash(m, _state(module_path(m))) for m in mods}
-    marker = cache_dir() / "data-code.json"
-    if marker.exists() and json.loads(marker.read_text()) != now:
-        import shutil
+    import shutil
 
-        for folder in cache_dir().glob("synth-*"):
-            print(f"fglib: the data code changed since {folder.name} was generated; regenerating it", flush=True)
-            shutil.rmtree(folder, ignore_errors=True)
-    if not marker.exists() or json.loads(marker.read_text()) != now:
-        store.write_text_atomic(marker, json.dumps(now))
+    decoding = ("fglib.data.memory", "fglib.data.cub")
+    generated = {"synth-*": ("data-code.json", ("fglib.data.synth", *decoding)),
+                 "pretrain-*": ("pretrain-code.json", ("fglib.data.pretrainset", "fglib.data.synth", *decoding))}
+    for pattern, (name, mods) in generated.items():
+        now = {m: _module_hash(m, _state(module_path(m))) for m in mods}
+        marker = cache_dir() / name
+        if (marker.exists() or pattern != "synth-*") and (not marker.exists() or json.loads(marker.read_text()) != now):
+            for folder in cache_dir().glob(pattern):   # a missing pretraining marker: made by older code
+                print(f"fglib: the data code changed since {folder.name} was generated; regenerating it", flush=True)
+                shutil.rmtree(folder, ignore_errors=True)
+        if not marker.exists() or json.loads(marker.read_text()) != now:
+            store.write_text_atomic(marker, json.dumps(now))
 
 
 def _cost(cfg: RunConfig) -> float:

@@ -69,3 +69,10 @@ def test_compare_sentence_reads_the_difference_and_its_error():
     assert "below zero: a loss" in compare_sentence(a, [70.0, 71.0, 72.0], "X", "Y")
     none = compare_sentence(a, [78.5, 79.5, 80.0], "X", "Y", at="at this scale")
     assert none.endswith("within two standard errors of zero: no measurable effect at this scale.")
+
+
+def test_smoothing_never_mixes_two_variants_of_one_seed():
+    h = pd.DataFrame({"variant": ["a"] * 3 + ["b"] * 3, "seed": 0, "step": [0, 1, 2] * 2,
+                      "epoch": 0, "term": "ce", "value": [10.0, 10.0, 10.0, 1.0, 1.0, 1.0]})
+    out = smoothed_terms(h, ["ce"], window=20)
+    assert out[out.variant == "b"].smoothed.tolist() == [1.0, 1.0, 1.0]

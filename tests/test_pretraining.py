@@ -12,7 +12,7 @@ from fglib.config import ADDED_FIELDS, RunConfig, book_profile
 from fglib.data import pretrainset as P
 from fglib.data import synth
 from fglib.pretraining import PretrainedWeightsMissing, linear_probe, pretraining_config
-from fglib.train import ConfigError, check_config, load_data, train
+from fglib.train import ConfigError, build, check_config, load_data, train
 
 TINY_SET = {"object_classes": 2, "bird_classes": 4, "images_per_class": 4}
 TINY = {"data.name": "pretrain", "data.image_size": 32, "data.synth": TINY_SET,
@@ -103,7 +103,7 @@ def test_weights_load_from_a_whole_model_or_a_backbone(tmp_path):
 
 
 def test_missing_pretrained_weights_say_how_to_make_them(cache):
-    with pytest.raises(PretrainedWeightsMissing, match="python -m fglib pretrain --set model.widths"):
+    with pytest.raises(PretrainedWeightsMissing, match=r"python -m fglib pretrain --set 'model.widths=\[8,16\]'"):
         build_backbone("small_resnet", (8, 16), (1, 1), pretrained=True)
 
 
@@ -131,6 +131,9 @@ def test_a_frozen_backbone_keeps_its_weights_and_the_head_learns(cache, tmp_path
     for k, v in frozen.backbone.state_dict().items():
         if "running" not in k and "num_batches" not in k:          # batch-norm statistics still adapt
             assert torch.equal(v, init[k]), k
+    torch.manual_seed(cfg.train.seed)                          # the engine's initialisation
+    start = build(cfg, 6)
+    assert not torch.equal(frozen.head.fc.weight, start.head.fc.weight)   # the head learns
     assert all(h["lr"] > 0 for h in train(cfg, progress=False).history)   # the head's lr is logged
     moved = train(cfg, progress=False).model                               # epoch 2: the backbone moves
     assert not torch.equal(moved.backbone.stem[0].weight, init["stem.0.weight"])
