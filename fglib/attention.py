@@ -59,3 +59,25 @@ def parts_hit(maps: torch.Tensor, parts: torch.Tensor, image_size: int, radius: 
 def distinct_parts(hits: torch.Tensor) -> torch.Tensor:
     """(B, M) part indices (-1 = none) -> (B,) number of different parts among them."""
     return torch.tensor([len(set(row) - {-1}) for row in hits.tolist()])
+
+
+def channel_parts(hits: torch.Tensor, num_parts: int) -> torch.Tensor:
+    """(B, C) part index of each channel's peak per image (parts_hit; -1 = none) -> (C,)
+    the part each channel peaks on most often over the images, -1 where "none" is the
+    most frequent (ties go to the lower part index, "none" first)."""
+    # counts[k, p + 1]: images on which channel k peaks on part p
+    counts = torch.stack([(hits == p).sum(0) for p in range(-1, num_parts)], 1)
+    return counts.argmax(1) - 1
+
+
+def relation_mass(w: torch.Tensor, part_of: torch.Tensor) -> dict[str, float]:
+    """Mean weight W_ij over channel pairs i != j on the same part and on different
+    parts (channels with part -1 left out), each relative to the uniform weight 1/C:
+    above 1, the pairs of that kind get more than an even share of the rows' mass."""
+    c = w.shape[0]
+    on = part_of >= 0
+    same = (part_of[:, None] == part_of[None, :]) & on[:, None] & on[None, :]
+    same &= ~torch.eye(c, dtype=torch.bool)
+    cross = (part_of[:, None] != part_of[None, :]) & on[:, None] & on[None, :]
+    return {"same part": (w[same].mean() * c).item(),
+            "different parts": (w[cross].mean() * c).item()}

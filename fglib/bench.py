@@ -11,6 +11,7 @@ import time
 import torch
 
 from fglib.config import book_profile
+from fglib.models import MODEL_CLASSES
 from fglib.data.memory import augment, normalise
 from fglib.train import build
 
@@ -27,13 +28,14 @@ def bench(image_size: int = 40, method: str = "baseline", batch_size: int = 64, 
     labels = torch.randint(0, num_classes, (n_images,))
     mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
     g = torch.Generator().manual_seed(0)
+    balanced = MODEL_CLASSES[method].needs.balanced
     t_data = t_model = 0.0
     for step in range(steps + 5):                      # the first 5 steps warm up and are not counted
         t0 = time.perf_counter()
         idx = torch.randint(0, n_images, (batch_size,), generator=g)
         x = normalise(augment(images[idx], 4, True, g), mean, std).contiguous(memory_format=torch.channels_last)
         # class-balanced labels (16 classes x 4 images) so that pair-based methods can form their pairs
-        y = labels[idx] if method != "apinet" else torch.arange(batch_size) // 4 % num_classes
+        y = labels[idx] if not balanced else torch.arange(batch_size) // 4 % num_classes
         t1 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             _, losses = model(x, y)

@@ -38,7 +38,9 @@ FACTORS = {                       # regime name -> which of the three factors it
 PAPER_REGIME = {                  # each paper's own setting, in the book's factors
     "mcloss": ("large", "few"),                  # ResNet-18 from scratch on CUB, 448 px
     "apinet": ("pretrained", "large", "few"),    # ImageNet ResNet fine-tuned on CUB, 448 px
+    "cin": ("pretrained", "large", "few"),       # ImageNet ResNet-50 fine-tuned on CUB, 448 px
 }
+PAIRED = ("apinet", "cin")        # methods that pair images: they and their baselines use 16 x 4 batches
 
 
 def finetune_settings(recipe: dict | None = None) -> dict:
@@ -76,8 +78,9 @@ def mcloss_options(pretrained: bool, num_classes: int, channels: int = 128) -> d
 
 
 def regime_config(method: str, factors: tuple[str, ...], seed: int, synth: dict | None = None,
-                  baseline: bool = False) -> RunConfig:
-    """One cell's run: `method` (or, with baseline=True, its own baseline) under `factors`."""
+                  baseline: bool = False, options: dict | None = None) -> RunConfig:
+    """One cell's run: `method` (or, with baseline=True, its own baseline) under `factors`;
+    `options` are the method's model.options (MC-Loss takes the official weights instead)."""
     synth = dict(synth or {})
     num_classes = synth.get("num_classes", 24)
     s: dict = {"train.seed": seed}
@@ -87,12 +90,14 @@ def regime_config(method: str, factors: tuple[str, ...], seed: int, synth: dict 
         s.update(LARGE)
     if "pretrained" in factors:
         s.update(finetune_settings())
-    if method == "apinet":                       # API-Net and its baseline: its chapter's 16 x 4 batches
+    if method in PAIRED:                         # pair-based methods and their baselines: 16 x 4 batches
         s.update(APINET_BATCHES)
     if not baseline:
         s["model.method"] = method
         if method == "mcloss":
             s["model.options"] = mcloss_options("pretrained" in factors, num_classes)
+        elif options:
+            s["model.options"] = dict(options)
     if synth:
         s["data.synth"] = synth
     return book_profile(**s)
@@ -109,3 +114,37 @@ def regime_cells(second: bool = False) -> dict[tuple[str, str], dict[str, list[R
                 kind: [regime_config(method, factors, s, synth, baseline=kind == "baseline") for s in SEEDS]
                 for kind in ("baseline", "method")}
     return cells
+
+
+# The CIN chapter's ablation: row -> model.options of method "cin" (None: the baseline).
+CIN_ROWS = {
+    "baseline": None,
+    "+SE": {"block": "se", "contrastive": "none"},
+    "+Non-local": {"block": "nonlocal", "contrastive": "none"},
+    "+Pos-SCI": {"attention": "pos", "contrastive": "none"},
+    "+SCI": {"contrastive": "none"},
+    "+SCI + Cont": {"contrastive": "sci"},
+    "+CIN (SCI + CCI)": {},
+    "W = I (control)": {"attention": "identity", "contrastive": "none"},
+}
+CIN_REGIMES = {"paper": PAPER_REGIME["cin"], "from scratch": ()}
+
+
+def cin_ablation(regime: str, seeds=SEEDS, rows: dict | None = None) -> list[tuple]:
+    """(row, seed, config) of the CIN ablation in one of CIN_REGIMES; the baseline is
+    API-Net's own (the same 16 x 4 batches), so the two chapters share its runs."""
+    factors = CIN_REGIMES[regime]
+    return [(row, s, regime_config("cin", factors, s, baseline=opts is None,
+                                   options=opts))
+            for row, opts in (CIN_ROWS if rows is None else rows).items()
+            for s in seeds]
+
+
+# One-seed sweeps of the CIN chapter, in the paper regime only (the CPU budget).
+CIN_SWEEPS = {
+    "temperature l (the port)": {"temperature": "l", "contrastive": "none"},
+    "W uniform (control)": {"attention": "uniform", "contrastive": "none"},
+    "CIN, alpha 0.5": {"alpha": 0.5},
+    "CIN, alpha 8": {"alpha": 8.0},
+    "CIN, beta 2": {"beta": 2.0},
+}

@@ -392,3 +392,34 @@ def summarise(summary: pd.DataFrame, metrics: Iterable[str] | None = None, digit
         out[m] = [f"{a:.{digits}f} ± {s:.{digits}f} ({int(c)})" if c > 1 else f"{a:.{digits}f} (1)"
                   for a, s, c in zip(mean, std, n)]
     return out
+
+
+def versus_baseline(runs: pd.DataFrame, baseline: str, metric: str = "top1") -> pd.DataFrame:
+    """Every variant of `runs` (from `grid` or `collect`) against the variant `baseline`.
+
+    Columns: `metric` as 'mean ± std (n)'; `diff` and `se`, the difference of the means and its
+    standard error (fglib.stats.mean_difference); `verdict` by the book's rule (|diff| > 2 se);
+    (one seed: the difference alone); `time ratio`, the mean training time over the baseline's (equal numbers of steps, so the
+    ratio of the time per step).
+    """
+    from fglib.stats import effect, mean_difference
+
+    base = runs[runs.variant == baseline]
+    if base.empty:
+        raise ValueError(f"no runs of the baseline {baseline!r}; variants: {sorted(set(runs.variant))}")
+    rows = []
+    for name, g in runs.groupby("variant", sort=False):
+        if name == baseline:
+            d, se, verdict = 0.0, 0.0, ""
+        elif len(g) < 2:                     # one seed: a difference without a spread
+            d, se, verdict = g[metric].mean() - base[metric].mean(), float("nan"), "one seed: no verdict"
+        else:
+            d, se = mean_difference(base[metric], g[metric])
+            verdict = effect(d, se)
+        rows.append({"variant": name,
+                     metric: f"{g[metric].mean():.1f} ± {g[metric].std():.1f} ({len(g)})" if len(g) > 1
+                     else f"{g[metric].mean():.1f} (1)",
+                     "diff": d, "se": se,
+                     "verdict": verdict,
+                     "time ratio": g.seconds.mean() / base.seconds.mean()})
+    return pd.DataFrame(rows).set_index("variant")

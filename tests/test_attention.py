@@ -1,6 +1,8 @@
 """fglib.attention against a loop reference written from the definitions."""
 import math
 
+import pytest
+
 import torch
 
 from fglib.attention import chance_on_part, peak_on_part, peak_xy
@@ -59,3 +61,29 @@ def test_parts_hit_and_distinct_parts():
     hits = parts_hit(maps, parts, 32, radius=3)
     assert hits.tolist() == [[0, 1, -1, 0]]
     assert distinct_parts(hits).tolist() == [2]
+
+
+def test_channel_parts_takes_the_most_frequent_part():
+    from fglib.attention import channel_parts
+
+    hits = torch.tensor([[0, 1, -1, 2], [0, 1, -1, -1], [1, 1, 2, -1]])   # 3 images, 4 channels
+    assert channel_parts(hits, num_parts=3).tolist() == [0, 1, -1, -1]
+
+
+def test_relation_mass_against_a_loop():
+    from fglib.attention import relation_mass
+
+    torch.manual_seed(0)
+    w = torch.softmax(torch.randn(5, 5), 1)
+    part_of = torch.tensor([0, 0, 1, -1, 1])
+    same, cross = [], []
+    for i in range(5):
+        for j in range(5):
+            if i == j or part_of[i] < 0 or part_of[j] < 0:
+                continue
+            (same if part_of[i] == part_of[j] else cross).append(float(w[i, j]))
+    got = relation_mass(w, part_of)
+    assert got["same part"] == pytest.approx(5 * sum(same) / len(same))
+    assert got["different parts"] == pytest.approx(5 * sum(cross) / len(cross))
+    uniform = relation_mass(torch.full((5, 5), 0.2), part_of)
+    assert uniform == pytest.approx({"same part": 1.0, "different parts": 1.0})

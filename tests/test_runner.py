@@ -73,3 +73,23 @@ def test_summarise_and_histories(tmp_path, monkeypatch):
     h = runner.histories(runs)
     assert set(h.term) == {"loss", "ce"} and set(h.seed) == {0, 1}
     assert len(h) == 2 * 2 * len(h[(h.seed == 0) & (h.term == "ce")])
+
+
+def test_versus_baseline_against_hand_computation():
+    import pandas as pd
+
+    from fglib.runner import versus_baseline
+
+    runs = pd.DataFrame({"variant": ["b", "b", "b", "m", "m", "m", "one"],
+                         "top1": [70.0, 72.0, 74.0, 80.0, 81.0, 82.0, 75.0],
+                         "seconds": [10.0, 10.0, 10.0, 15.0, 15.0, 15.0, 30.0]})
+    t = versus_baseline(runs, "b")
+    assert t.loc["b", "top1"] == "72.0 ± 2.0 (3)"
+    assert t.loc["m", "diff"] == pytest.approx(9.0)
+    assert t.loc["m", "se"] == pytest.approx((4 / 3 + 1 / 3) ** 0.5)
+    assert t.loc["m", "verdict"] == "a gain"
+    assert t.loc["m", "time ratio"] == pytest.approx(1.5)
+    assert t.loc["one", "top1"] == "75.0 (1)" and t.loc["one", "diff"] == pytest.approx(3.0)
+    assert t.loc["one", "verdict"] == "one seed: no verdict"
+    with pytest.raises(ValueError, match="no runs of the baseline"):
+        versus_baseline(runs, "nope")

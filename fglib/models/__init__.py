@@ -15,6 +15,7 @@ from torch import nn
 from fglib.models.baseline import BilinearClassifier, GAPClassifier
 from fglib.models.apinet import APINet
 from fglib.models.mcloss import MCLossClassifier
+from fglib.models.cin import ChannelInteractionNet
 
 
 # Arguments a model gets from ModelConfig's own fields (or the engine), never from
@@ -69,6 +70,12 @@ def build_apinet(backbone, num_classes, cfg):
     return APINet(backbone, num_classes, dropout=cfg.dropout, **_options(cfg, "apinet"))
 
 
+def build_cin(backbone, num_classes, cfg):
+    return ChannelInteractionNet(
+        backbone, num_classes, dropout=cfg.dropout, **_options(cfg, "cin")
+    )
+
+
 # Each builder's source is part of its method's code fingerprint (fglib.provenance), so
 # a changed way of passing settings to a model makes that method's recorded runs stale,
 # and only those.
@@ -77,6 +84,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "bilinear": build_bilinear,
     "mcloss": build_mcloss,
     "apinet": build_apinet,
+    "cin": build_cin,
 }
 
 
@@ -88,6 +96,7 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "bilinear": BilinearClassifier,
     "mcloss": MCLossClassifier,
     "apinet": APINet,
+    "cin": ChannelInteractionNet,
 }
 
 
