@@ -18,10 +18,11 @@ from fglib.train import build
 
 def bench(image_size: int = 40, method: str = "baseline", batch_size: int = 64, steps: int = 30,
           widths: tuple[int, ...] = (16, 32, 64, 128), num_classes: int = 24, n_images: int = 1536,
-          amp: bool = True) -> dict:
-    """One configuration's step time; amp=True is bfloat16 autocast, False float32."""
+          amp: bool = True, settings: dict | None = None) -> dict:
+    """One configuration's step time; amp=True is bfloat16 autocast, False float32. `settings`
+    are further dotted config fields, e.g. {"model.options": {"contrastive": "none"}}."""
     cfg = book_profile(**{"data.image_size": image_size, "model.method": method, "train.batch_size": batch_size,
-                          "model.widths": widths, "model.blocks": (1,) * len(widths)})
+                          "model.widths": widths, "model.blocks": (1,) * len(widths), **(settings or {})})
     model = build(cfg, num_classes).train().to(memory_format=torch.channels_last)   # as fglib.train does
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images = torch.randint(0, 256, (n_images, 3, image_size, image_size), dtype=torch.uint8)

@@ -106,3 +106,31 @@ def smoothed_terms(
         lambda v: v.rolling(window, min_periods=1).mean()
     )
     return h
+
+
+def multiply_adds(model, x: torch.Tensor) -> dict[str, int]:
+    """Multiply-adds of each Conv2d and Linear module in one test-time forward pass of x,
+    by module name: out.numel() * (in_channels / groups) * k_h * k_w for a convolution,
+    out.numel() * in_features for a linear layer."""
+    from torch import nn
+
+    macs: dict[str, int] = {}
+
+    def count(name):
+        def hook(m, inputs, out):
+            if isinstance(m, nn.Conv2d):
+                per = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            else:
+                per = m.in_features
+            macs[name] = macs.get(name, 0) + out.numel() * per
+        return hook
+
+    handles = [m.register_forward_hook(count(n)) for n, m in model.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with evaluating(model), torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return macs

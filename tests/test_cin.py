@@ -65,6 +65,7 @@ def random_phi(sci, seed=0):
 
 
 def test_rows_are_distributions():
+    torch.manual_seed(0)
     x = torch.randn(3, 7, 11, dtype=torch.float64)
     for attention in ("sci", "pos", "identity", "uniform"):
         w = sci_weights(x, attention)
@@ -81,6 +82,7 @@ def test_hand_example_identity_features():
 
 def test_softmax_of_minus_e_is_softmax_of_max_minus_e():
     """SCI is DANet's channel attention: softmax(-E) = softmax(max_k E_ik - E)."""
+    torch.manual_seed(0)
     x = torch.randn(2, 5, 9, dtype=torch.float64)
     e = x @ x.transpose(1, 2)
     danet = torch.softmax(e.amax(2, keepdim=True) - e, dim=2)
@@ -90,6 +92,7 @@ def test_softmax_of_minus_e_is_softmax_of_max_minus_e():
 @pytest.mark.parametrize("attention,sign", [("sci", -1.0), ("pos", 1.0)])
 @pytest.mark.parametrize("tau", [1.0, 4.0])
 def test_weights_match_loop_reference(attention, sign, tau):
+    torch.manual_seed(0)
     x = torch.randn(2, 4, 6, dtype=torch.float64)
     torch.testing.assert_close(sci_weights(x, attention, tau),
                                loop_sci_weights(x, sign, tau))
@@ -97,8 +100,11 @@ def test_weights_match_loop_reference(attention, sign, tau):
 
 def test_temperature_limits():
     """tau -> 0: one-hot on the least correlated channel; tau -> inf: uniform rows."""
+    torch.manual_seed(0)
     x = torch.randn(2, 5, 8, dtype=torch.float64)
     e = x @ x.transpose(1, 2)
+    gaps = e.sort(2).values.diff(dim=2)
+    assert gaps[..., 0].min() > 0.01 and gaps[..., -1].min() > 0.01   # a clear winner
     sharp = sci_weights(x, "sci", tau=1e-4)
     one_hot = F.one_hot(e.argmin(2), 5).to(torch.float64)
     torch.testing.assert_close(sharp, one_hot, atol=1e-6, rtol=0)
@@ -212,7 +218,7 @@ def test_contrastive_loss_loop_reference_and_gradient():
     assert torch.autograd.gradcheck(lambda a: contrastive_loss(a, h_b, same, 3.0), (h_a,))
 
 
-def _balanced_batches(classes=6, per_class=8, k=3, m=4, epochs=2):
+def _balanced_batches(classes=8, per_class=8, k=4, m=4, epochs=2):
     cfg = book_profile(**{"train.sampler": "balanced", "train.classes_per_batch": k,
                           "train.images_per_class": m})
     from fglib.train import epoch_batches
@@ -223,23 +229,50 @@ def _balanced_batches(classes=6, per_class=8, k=3, m=4, epochs=2):
 
 def test_pairs_hold_positives_and_negatives_where_the_port_has_none():
     """On the class-balanced sampler's batches (class-blocked, k classes x m images),
-    every batch has B positive and B negative pairs; the port's (i, i + B/2) pairing
-    has no positive pair at all, which is why its contrastive loss never trains CCI."""
+    the book's pairs are disjoint (N pairs of 2N images, as in the paper), half of them
+    positive; the port's (i, i + B/2) pairing has no positive pair at all, which is why
+    its contrastive loss never trains CCI."""
     for labels in _balanced_batches():
         a, b, same = pair_indices(labels)
-        assert int(same.sum()) == len(labels) and int((~same).sum()) == len(labels)
-        assert (a != b).all()
+        assert len(a) == len(labels) // 2
+        assert int(same.sum()) == len(a) // 2 and int((~same).sum()) == len(a) - len(a) // 2
+        used = a.tolist() + b.tolist()
+        assert len(set(used)) == len(used)                      # every image at most once
         torch.testing.assert_close(same, labels[a] == labels[b])
-        assert sorted(a.tolist()) == sorted(list(range(len(labels))) * 2)
-        _, _, port_same = port_pair_indices(labels)
+        pa, pb, port_same = port_pair_indices(labels)
+        assert len(pa) == len(labels) // 2 and (pb - pa == len(labels) // 2).all()
         assert not port_same.any()
+
+
+def port_contrastive_loss(h, labels, beta):
+    """The port's loss as its code computes it (restated): pairs (i, i + B/2); a pair is
+    called positive when y_i equals the single label y_{B/2}; the sum of the positives'
+    squared distances S; the hinge term of the negatives is computed, then replaced by
+    S^2; loss = S + S^2."""
+    half = len(labels) // 2
+    called_positive = labels[:half] == labels[half]
+    d = (h[:half] - h[half:]).norm(dim=1)
+    s = (d[called_positive] ** 2).sum()
+    _ = F.relu(beta - d[~called_positive])                    # computed, then overwritten
+    return s + s ** 2
+
+
+def test_port_loss_is_zero_on_class_blocked_batches():
+    """With an even number of classes per class-blocked batch (the book's 16 x 4), the
+    halves share no class, so no pair is called positive and the loss is 0 + 0^2."""
+    torch.manual_seed(0)
+    for labels in _balanced_batches():
+        h = torch.randn(len(labels), 8)
+        assert port_contrastive_loss(h, labels, 0.5).item() == 0
+        a, b, same = pair_indices(labels)
+        assert contrastive_loss(h[a], h[b], same, 0.5).item() > 0
 
 
 def test_pairs_refuse_a_batch_without_partners():
     with pytest.raises(ValueError, match="balanced"):
         pair_indices(torch.tensor([0, 0, 0, 0]))
-    with pytest.raises(ValueError, match="images_per_class >= 2"):
-        pair_indices(torch.tensor([0, 0, 1]))
+    with pytest.raises(ValueError, match="images_per_class >= 4"):
+        pair_indices(torch.tensor([0, 0, 1, 1, 1, 1]))
 
 
 def _model(**options):
@@ -248,8 +281,8 @@ def _model(**options):
 
 def _batch(size=(9, 11)):
     torch.manual_seed(1)
-    y = torch.tensor([0, 0, 1, 1, 2, 2])
-    return torch.randn(6, 3, *size, dtype=torch.float64), y
+    y = torch.arange(3).repeat_interleave(4)
+    return torch.randn(12, 3, *size, dtype=torch.float64), y
 
 
 @pytest.mark.parametrize("options,terms", [
@@ -262,19 +295,33 @@ def _batch(size=(9, 11)):
 ])
 def test_loss_terms_and_backward(options, terms):
     model = _model(**options).double().train()
+    if isinstance(model.block, SCI):
+        random_phi(model.block)                   # phi = 0 would block psi's gradient
     x, y = _batch()
     logits, losses = model(x, y)
-    assert logits.shape == (6, 3) and set(losses) == terms
-    sum(losses.values()).backward()
-    assert all(p.grad is not None for n, p in model.named_parameters()
-               if n.startswith("head"))
+    assert logits.shape == (12, 3) and set(losses) == terms
+    for name, loss in losses.items():             # every term reaches the parts it trains
+        model.zero_grad()
+        loss.backward(retain_graph=True)
+        grads = {n: p.grad for n, p in model.named_parameters()}
+        assert grads["backbone.stem.0.weight"].abs().sum() > 0 if "backbone.stem.0.weight" \
+            in grads else True
+        trained = {"ce": ["head.fc.weight"],
+                   "cont": ["h.weight"] + (["psi.weight", "block.phi.weight"]
+                                           if "psi.weight" in grads else [])}[name]
+        for n in trained:
+            assert grads[n] is not None and grads[n].abs().sum() > 0, (name, n)
 
 
 @pytest.mark.parametrize("options", [{}, {"block": "se", "contrastive": "none"},
                                      {"block": "nonlocal", "contrastive": "none"}])
 def test_evaluation_at_batch_size_one(options):
     model = _model(**options).double()
-    random_phi(model.block) if options == {} else None
+    if isinstance(model.block, SCI):
+        random_phi(model.block)
+    if isinstance(model.block, NonLocal):
+        with torch.no_grad():
+            model.block.w_z.weight.normal_()
     model.eval()
     x, _ = _batch(size=(13, 7))
     with torch.no_grad():
@@ -287,6 +334,7 @@ def test_evaluation_at_batch_size_one(options):
 def test_test_time_logits_ignore_cci():
     """At test time the logits are W_fc GAP(Z) + b from SCI alone."""
     model = _model().double().eval()
+    random_phi(model.block)
     x, _ = _batch()
     with torch.no_grad():
         z = model.block(model.backbone(x))
@@ -329,10 +377,51 @@ def test_non_local_loop_reference():
     l = 6
     y = torch.zeros(2, l, dtype=torch.float64)
     for j in range(l):
-        scores = [float(t[:, j] @ p[:, k]) for k in range(l)]
+        scores = [float((t[:, j] @ p[:, k]).detach()) for k in range(l)]
         den = sum(math.exp(s) for s in scores)
         for k in range(l):
             y[:, j] += math.exp(scores[k]) / den * g[:, k]
     expected = nl.w_z(y.view(1, 2, 2, 3)) + fmap
     torch.testing.assert_close(nl(fmap), expected)
     torch.testing.assert_close(NonLocal(4).double()(fmap), fmap)   # W_z = 0 at the start
+
+
+def test_cci_forward_matches_hand_computation():
+    """With random phi and psi: eta = psi([GAP Y_A, GAP Y_B]), gamma = psi([GAP Y_B,
+    GAP Y_A]), Z'_A = phi(|W_A - eta W_B| X_A) + X_A and Z'_B = phi(|W_B - gamma W_A| X_B)
+    + X_B, pair by pair, from the loop references."""
+    model = _model().double().train()
+    random_phi(model.block)
+    with torch.no_grad():
+        model.psi.weight.normal_(0, 0.5)
+        model.psi.bias.fill_(0.3)
+    x, y = _batch(size=(6, 7))
+    fmap = model.backbone(x).detach()
+    out = model.pair_forward(fmap, y)
+    for p, (i, j) in enumerate(zip(out["a"].tolist(), out["b"].tolist())):
+        w_i = loop_sci_weights(fmap[i : i + 1].flatten(2))[0]
+        w_j = loop_sci_weights(fmap[j : j + 1].flatten(2))[0]
+        y_i = (w_i @ fmap[i].flatten(1)).mean(1)            # GAP(Y_A)
+        y_j = (w_j @ fmap[j].flatten(1)).mean(1)
+        psi = lambda u, v: float(model.psi.weight[0] @ torch.cat([u, v])
+                                 + model.psi.bias[0])
+        eta, gamma = psi(y_i, y_j), psi(y_j, y_i)
+        assert out["eta"][p].item() == pytest.approx(eta)
+        assert out["gamma"][p].item() == pytest.approx(gamma)
+        for w_own, w_other, coef, img, key in ((w_i, w_j, eta, i, "z_a"),
+                                              (w_j, w_i, gamma, j, "z_b")):
+            w_cci = loop_cci(w_own[None], w_other[None], torch.tensor([coef]))[0]
+            y_cci = (w_cci @ fmap[img].flatten(1)).view(1, *fmap.shape[1:])
+            expected = loop_conv3x3(model.block.phi, y_cci)[0] + fmap[img]
+            torch.testing.assert_close(out[key][p], expected)
+
+
+def test_full_model_under_autocast():
+    model = _model().train()
+    random_phi(model.block)
+    x, y = _batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, losses = model(x.float(), y)
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()

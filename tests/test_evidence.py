@@ -76,3 +76,14 @@ def test_smoothing_never_mixes_two_variants_of_one_seed():
                       "epoch": 0, "term": "ce", "value": [10.0, 10.0, 10.0, 1.0, 1.0, 1.0]})
     out = smoothed_terms(h, ["ce"], window=20)
     assert out[out.variant == "b"].smoothed.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_multiply_adds_by_hand():
+    from torch import nn
+
+    from fglib.evidence import multiply_adds
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1, groups=2),
+                          nn.Flatten(), nn.Linear(4 * 5 * 6, 7))
+    macs = multiply_adds(model, torch.zeros(2, 3, 5, 6))
+    assert macs == {"0": 2 * 4 * 5 * 6 * 3 * 9, "1": 2 * 4 * 5 * 6 * 2, "3": 2 * 7 * 120}

@@ -22,11 +22,10 @@ Choices where the paper is silent or the public port (Hawkeye) differs:
   mix into the test-time ones.
 - psi and h see pooled features: psi([GAP(Y_A), GAP(Y_B)]) (2c inputs) and h(GAP(Z'));
   a FC on the flattened maps (2cl inputs, the port's psi) would fix the image size.
-- Pairs (`pair_indices`): every image is paired with the next image of its class and
-  with the image at its place in the next class of the batch, so a class-balanced
-  batch of B images gives B positive and B negative pairs. The paper's sampling could
-  not be retrieved; the port pairs i with i + B/2, which in class-blocked batches is
-  never a positive pair (`port_pair_indices`).
+- Pairs (`pair_indices`): disjoint pairs, as the paper's "N pairs (2N images)": in a
+  class-balanced batch (m >= 4 images per class) half of them positive, half negative.
+  The paper's sampling could not be retrieved; the port pairs i with i + B/2, which in
+  class-blocked batches is never a positive pair (`port_pair_indices`).
 - W, Y and the loss are computed in float32 or wider, also under autocast.
 - attention: "sci" (softmax(-E)), "pos" (Pos-SCI, softmax(+E)) and the controls
   "identity" (W = I: Z = phi(X) + X) and "uniform" (W = 1/c). block: "sci", or the
@@ -121,42 +120,48 @@ def contrastive_loss(
 
 
 def check_batch(labels: torch.Tensor) -> None:
-    """Every image needs a same-class and an other-class partner in its batch."""
+    """Pairs of both kinds need at least two classes with at least 4 images each."""
     classes, counts = labels.unique(return_counts=True)
-    if len(classes) < 2 or bool((counts < 2).any()):
+    if len(classes) < 2 or bool((counts < 4).any()):
         raise ValueError(
-            "CIN's contrastive loss pairs every image with a same-class and an "
-            f"other-class image, but this batch holds classes {classes.tolist()} with "
-            f"{counts.tolist()} images: use the class-balanced sampler "
-            '(train.sampler="balanced") with classes_per_batch >= 2 and '
-            "images_per_class >= 2, or model.options contrastive='none'"
+            "CIN's contrastive loss pairs images of one class and of two classes, but "
+            f"this batch holds classes {classes.tolist()} with {counts.tolist()} "
+            "images: "
+            'use the class-balanced sampler (train.sampler="balanced") with '
+            "classes_per_batch >= 2 and images_per_class >= 4, or model.options "
+            "contrastive='none'"
         )
 
 
 def pair_indices(labels: torch.Tensor) -> tuple:
-    """(B,) -> (a, b, same), each (2B,): every image with the next image of its class
-    (a positive pair) and with the image at its place in the next class (a negative
-    pair). Classes in order of first appearance, images in batch order."""
+    """(B,) -> (a, b, same), each (P,): disjoint pairs, the paper's N pairs of 2N
+    images.
+
+    Classes in order of first appearance, images in batch order; a class's images 2s and
+    2s + 1 form slot s: a positive pair (both of the class) for even s, a negative pair
+    for odd s (image 2s with image 2s + 1 of the next class). With m images per class
+    that is about B/2 pairs, half of them positive; an odd last image stays unpaired."""
     check_batch(labels)
     ys = labels.tolist()
     classes = list(dict.fromkeys(ys))
-    members = {c: [i for i, y in enumerate(ys) if y == c] for c in classes}
+    members = [[i for i, y in enumerate(ys) if y == c] for c in classes]
     a, b = [], []
-    for k, c in enumerate(classes):
-        own, nxt = members[c], members[classes[(k + 1) % len(classes)]]
-        for j, i in enumerate(own):
-            a += [i, i]
-            b += [own[(j + 1) % len(own)], nxt[j % len(nxt)]]
+    for k, own in enumerate(members):
+        nxt = members[(k + 1) % len(members)]
+        for s in range(len(own) // 2):
+            partner = own if s % 2 == 0 else nxt  # even slot: same class
+            if 2 * s + 1 < len(partner):
+                a.append(own[2 * s])
+                b.append(partner[2 * s + 1])
     a, b = torch.tensor(a, device=labels.device), torch.tensor(b, device=labels.device)
     return a, b, labels[a] == labels[b]
 
 
 def port_pair_indices(labels: torch.Tensor) -> tuple:
-    """The public port's pairs, for contrast: image i with image i + B/2 (B even)."""
+    """The public port's pairs, for contrast: image i with image i + B/2, i < B/2."""
     half = len(labels) // 2
-    a = torch.arange(2 * half, device=labels.device)
-    b = torch.cat([a[half:], a[:half]])
-    return a, b, labels[a] == labels[b]
+    a = torch.arange(half, device=labels.device)
+    return a, a + half, labels[a] == labels[a + half]
 
 
 class ChannelInteractionNet(Classifier):
@@ -165,9 +170,8 @@ class ChannelInteractionNet(Classifier):
 
     needs = BatchNeeds(
         classes=2,
-        images_per_class=2,
-        why="CIN pairs every image with a same-class and an other-class image of its "
-        "batch",
+        images_per_class=4,
+        why="CIN pairs images of one class and of two classes inside its batch",
     )
 
     def __init__(
