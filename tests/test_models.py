@@ -171,7 +171,7 @@ def test_bilinear_head_rejects_nothing_but_has_no_fixed_sizes():
     assert model(torch.randn(2, 3, 31, 17))[0].shape == (2, 11)
 
 
-@pytest.mark.parametrize("method", ["baseline", "bilinear", "mcloss", "apinet", "cin"])
+@pytest.mark.parametrize("method", ["baseline", "bilinear", "mcloss", "apinet", "cin", "mamc"])
 def test_every_method_builds_the_class_its_fingerprint_covers(method):
     """MODEL_CLASSES names the module whose code is in a method's runs' fingerprint (fglib.provenance)."""
     from fglib.models import MODEL_CLASSES, MODELS, model_module

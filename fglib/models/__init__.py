@@ -16,6 +16,7 @@ from fglib.models.baseline import BilinearClassifier, GAPClassifier
 from fglib.models.apinet import APINet
 from fglib.models.mcloss import MCLossClassifier
 from fglib.models.cin import ChannelInteractionNet
+from fglib.models.mamc import OSMEClassifier
 
 
 # Arguments a model gets from ModelConfig's own fields (or the engine), never from
@@ -76,6 +77,12 @@ def build_cin(backbone, num_classes, cfg):
     )
 
 
+def build_mamc(backbone, num_classes, cfg):
+    return OSMEClassifier(
+        backbone, num_classes, dropout=cfg.dropout, **_options(cfg, "mamc")
+    )
+
+
 # Each builder's source is part of its method's code fingerprint (fglib.provenance), so
 # a changed way of passing settings to a model makes that method's recorded runs stale,
 # and only those.
@@ -85,6 +92,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mcloss": build_mcloss,
     "apinet": build_apinet,
     "cin": build_cin,
+    "mamc": build_mamc,
 }
 
 
@@ -97,6 +105,7 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "mcloss": MCLossClassifier,
     "apinet": APINet,
     "cin": ChannelInteractionNet,
+    "mamc": OSMEClassifier,
 }
 
 
