@@ -45,7 +45,7 @@ def loop_conv3x3(conv, y):
         for o in range(conv.out_channels):
             for r in range(h):
                 for s in range(w):
-                    acc = float(conv.bias[o])
+                    acc = 0.0 if conv.bias is None else float(conv.bias[o])
                     for i in range(c):
                         for dr in (-1, 0, 1):
                             for ds in (-1, 0, 1):
@@ -57,11 +57,26 @@ def loop_conv3x3(conv, y):
 
 
 def random_phi(sci, seed=0):
+    """phi with random weights and a batch norm that is not the identity."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         sci.phi.weight.copy_(torch.randn(sci.phi.weight.shape, generator=g) * 0.3)
-        sci.phi.bias.copy_(torch.randn(sci.phi.bias.shape, generator=g) * 0.1)
+        for t in (sci.bn.weight, sci.bn.bias, sci.bn.running_mean):
+            t.copy_(torch.randn(t.shape, generator=g) * 0.5)
+        sci.bn.running_var.copy_(torch.rand(sci.bn.running_var.shape, generator=g) + 0.5)
     return sci
+
+
+def bn_reference(bn, u, mean=None, var=None):
+    """gamma (u - mean) / sqrt(var + eps) + beta, per channel; the running statistics
+    unless mean and var are given."""
+    mean = bn.running_mean if mean is None else mean
+    var = bn.running_var if var is None else var
+    out = torch.empty_like(u)
+    for k in range(u.shape[1]):
+        out[:, k] = (bn.weight[k] * (u[:, k] - mean[k]) / math.sqrt(float(var[k]) + bn.eps)
+                     + bn.bias[k])
+    return out
 
 
 def test_rows_are_distributions():
@@ -118,7 +133,7 @@ def test_temperature_limits():
 def test_sci_matches_loop_reference():
     """Z = phi(W X) + X with W, Y and phi written out as loops."""
     torch.manual_seed(0)
-    sci = random_phi(SCI(3)).double()
+    sci = random_phi(SCI(3)).double().eval()
     fmap = torch.randn(2, 3, 3, 4, dtype=torch.float64)
     w = loop_sci_weights(fmap.flatten(2))
     y = torch.einsum("bij,bjl->bil", w, fmap.flatten(2)).view(fmap.shape)
@@ -126,10 +141,11 @@ def test_sci_matches_loop_reference():
         for i in range(3):
             yi = sum(w[n, i, j] * fmap[n, j] for j in range(3))
             torch.testing.assert_close(y[n, i], yi)
-    z, w_got, y_got = sci.relations(fmap)
+    z, w_got, y_got, _ = sci.relations(fmap)
     torch.testing.assert_close(w_got, w)
     torch.testing.assert_close(y_got, y)
-    torch.testing.assert_close(z, loop_conv3x3(sci.phi, y) + fmap)
+    with torch.no_grad():
+        torch.testing.assert_close(z, bn_reference(sci.bn, loop_conv3x3(sci.phi, y)) + fmap)
 
 
 def test_temperature_l_divides_by_locations():
@@ -141,11 +157,11 @@ def test_temperature_l_divides_by_locations():
 def test_controls():
     """W = I gives Z = phi(X) + X; W uniform gives Y = the channel mean everywhere."""
     fmap = torch.randn(2, 4, 3, 3, dtype=torch.float64)
-    ident = random_phi(SCI(4, "identity")).double()
-    z, w, y = ident.relations(fmap)
+    ident = random_phi(SCI(4, "identity")).double().eval()
+    z, w, y, _ = ident.relations(fmap)
     torch.testing.assert_close(y, fmap)
-    torch.testing.assert_close(z, ident.phi(fmap) + fmap)
-    _, w, y = SCI(4, "uniform").double().relations(fmap)
+    torch.testing.assert_close(z, ident.bn(ident.phi(fmap)) + fmap)
+    _, w, y, _ = SCI(4, "uniform").double().relations(fmap)
     torch.testing.assert_close(y, fmap.mean(1, keepdim=True).expand_as(fmap))
 
 
@@ -321,7 +337,7 @@ def test_evaluation_at_batch_size_one(options):
         random_phi(model.block)
     if isinstance(model.block, NonLocal):
         with torch.no_grad():
-            model.block.w_z.weight.normal_()
+            model.block.bn.weight.normal_()
     model.eval()
     x, _ = _batch(size=(13, 7))
     with torch.no_grad():
@@ -369,9 +385,11 @@ def test_squeeze_excite_reference():
 
 
 def test_non_local_loop_reference():
-    nl = NonLocal(4).double()
+    nl = NonLocal(4).double().eval()
     with torch.no_grad():
         nl.w_z.weight.normal_()
+        nl.bn.weight.normal_()
+        nl.bn.bias.normal_()
     fmap = torch.randn(1, 4, 2, 3, dtype=torch.float64)
     t, p, g = (m(fmap).flatten(2)[0] for m in (nl.theta, nl.phi, nl.g))   # (2, 6) each
     l = 6
@@ -381,39 +399,47 @@ def test_non_local_loop_reference():
         den = sum(math.exp(s) for s in scores)
         for k in range(l):
             y[:, j] += math.exp(scores[k]) / den * g[:, k]
-    expected = nl.w_z(y.view(1, 2, 2, 3)) + fmap
-    torch.testing.assert_close(nl(fmap), expected)
-    torch.testing.assert_close(NonLocal(4).double()(fmap), fmap)   # W_z = 0 at the start
+    with torch.no_grad():
+        expected = bn_reference(nl.bn, nl.w_z(y.view(1, 2, 2, 3))) + fmap
+        torch.testing.assert_close(nl(fmap), expected)
+    torch.testing.assert_close(NonLocal(4).double()(fmap), fmap)   # BN scale 0 at start
 
 
 def test_cci_forward_matches_hand_computation():
-    """With random phi and psi: eta = psi([GAP Y_A, GAP Y_B]), gamma = psi([GAP Y_B,
-    GAP Y_A]), Z'_A = phi(|W_A - eta W_B| X_A) + X_A and Z'_B = phi(|W_B - gamma W_A| X_B)
-    + X_B, pair by pair, from the loop references."""
+    """With random phi and psi, in training: eta = psi([GAP Y_A, GAP Y_B]), gamma =
+    psi([GAP Y_B, GAP Y_A]), Z'_A = BN(conv(|W_A - eta W_B| X_A)) + X_A and Z'_B
+    likewise with W_BA, where BN uses the mean and variance of the SCI pass's conv
+    outputs over the batch; pair by pair, from the loop references."""
     model = _model().double().train()
     random_phi(model.block)
     with torch.no_grad():
         model.psi.weight.normal_(0, 0.5)
         model.psi.bias.fill_(0.3)
-    x, y = _batch(size=(6, 7))
+    x, y = _batch(size=(5, 6))
     fmap = model.backbone(x).detach()
     out = model.pair_forward(fmap, y)
-    for p, (i, j) in enumerate(zip(out["a"].tolist(), out["b"].tolist())):
-        w_i = loop_sci_weights(fmap[i : i + 1].flatten(2))[0]
-        w_j = loop_sci_weights(fmap[j : j + 1].flatten(2))[0]
-        y_i = (w_i @ fmap[i].flatten(1)).mean(1)            # GAP(Y_A)
-        y_j = (w_j @ fmap[j].flatten(1)).mean(1)
-        psi = lambda u, v: float(model.psi.weight[0] @ torch.cat([u, v])
-                                 + model.psi.bias[0])
-        eta, gamma = psi(y_i, y_j), psi(y_j, y_i)
-        assert out["eta"][p].item() == pytest.approx(eta)
-        assert out["gamma"][p].item() == pytest.approx(gamma)
-        for w_own, w_other, coef, img, key in ((w_i, w_j, eta, i, "z_a"),
-                                              (w_j, w_i, gamma, j, "z_b")):
-            w_cci = loop_cci(w_own[None], w_other[None], torch.tensor([coef]))[0]
-            y_cci = (w_cci @ fmap[img].flatten(1)).view(1, *fmap.shape[1:])
-            expected = loop_conv3x3(model.block.phi, y_cci)[0] + fmap[img]
-            torch.testing.assert_close(out[key][p], expected)
+    conv, bn = model.block.phi, model.block.bn
+    w_all = loop_sci_weights(fmap.flatten(2))
+    y_all = torch.einsum("bij,bjl->bil", w_all, fmap.flatten(2)).view(fmap.shape)
+    with torch.no_grad():
+        u_all = loop_conv3x3(conv, y_all)                  # the SCI pass's conv outputs
+        mean, var = u_all.mean((0, 2, 3)), u_all.var((0, 2, 3), unbiased=False)
+        torch.testing.assert_close(out["z"], bn_reference(bn, u_all, mean, var) + fmap)
+        for p, (i, j) in enumerate(zip(out["a"].tolist(), out["b"].tolist())):
+            y_i, y_j = y_all[i].mean((1, 2)), y_all[j].mean((1, 2))      # GAP(Y)
+            psi = lambda u, v: float(model.psi.weight[0] @ torch.cat([u, v])
+                                     + model.psi.bias[0])
+            eta, gamma = psi(y_i, y_j), psi(y_j, y_i)
+            assert out["eta"][p].item() == pytest.approx(eta)
+            assert out["gamma"][p].item() == pytest.approx(gamma)
+            for own, other, coef, img, key in ((i, j, eta, i, "z_a"),
+                                               (j, i, gamma, j, "z_b")):
+                w_cci = loop_cci(w_all[own][None], w_all[other][None],
+                                 torch.tensor([coef]))[0]
+                y_cci = (w_cci @ fmap[img].flatten(1)).view(1, *fmap.shape[1:])
+                u = loop_conv3x3(conv, y_cci)
+                expected = bn_reference(bn, u, mean, var)[0] + fmap[img]
+                torch.testing.assert_close(out[key][p], expected)
 
 
 def test_full_model_under_autocast():

@@ -1,15 +1,15 @@
 """Attention blocks that map a feature map to a feature map of the same shape, used as
 comparison rows of the CIN chapter (and open to any other head).
 
-    SE (Hu et al. 2018)         s = sigmoid(W_2 relu(W_1 GAP(X)))    (B, c), reduction r
-                                Z = s * X                            channel re-weighting
-    Non-local (Wang et al.      f_jk = softmax_k(theta(x_j)^T phi(x_k))   (B, l, l)
-    2018, embedded Gaussian)    y_j = sum_k f_jk g(x_k)
-                                Z = W_z y + X                        a residual over space
+    SE (Hu et al. 2018)        s = sigmoid(W_2 relu(W_1 GAP(X)))   (B, c), reduction r
+                               Z = s * X                           channel re-weighting
+    Non-local (Wang et al.     f_jk = softmax_k(theta(x_j)^T phi(x_k))   (B, l, l)
+    2018, embedded Gaussian)   y_j = sum_k f_jk g(x_k)
+                               Z = BN(W_z y) + X                   a residual over space
 
 theta, phi, g and W_z are 1 x 1 convolutions (theta, phi, g to c/2 channels, as in the
-paper). W_z starts at zero, so Z = X at initialisation and a pre-trained backbone's
-features pass unchanged (Wang et al. zero-initialise the BN after W_z to the same end).
+paper); W_z is followed by batch norm whose scale starts at zero, as in Wang et al., so
+Z = X at initialisation and a pre-trained backbone's features pass unchanged.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ class NonLocal(nn.Module):
         self.theta = nn.Conv2d(channels, inner, 1)
         self.phi = nn.Conv2d(channels, inner, 1)
         self.g = nn.Conv2d(channels, inner, 1)
-        self.w_z = nn.Conv2d(inner, channels, 1)
-        nn.init.zeros_(self.w_z.weight)
-        nn.init.zeros_(self.w_z.bias)
+        self.w_z = nn.Conv2d(inner, channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        nn.init.zeros_(self.bn.weight)  # W_z y = 0 at the start: Z = X
 
     def affinity(self, fmap: torch.Tensor) -> torch.Tensor:
         """f = softmax_k(theta(x_j)^T phi(x_k)): (B, l, l), in float32 or wider."""
@@ -64,4 +64,4 @@ class NonLocal(nn.Module):
         with torch.autocast(fmap.device.type, enabled=False):
             y = g @ f.transpose(1, 2)  # y_j = sum_k f_jk g(x_k): (B, c/2, l)
         y = y.view(b, -1, h, w).to(fmap.dtype)
-        return self.w_z(y) + fmap  # Z = W_z y + X
+        return self.bn(self.w_z(y)) + fmap  # Z = BN(W_z y) + X

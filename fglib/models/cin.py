@@ -17,9 +17,14 @@ With X in R^{c x l} the backbone's map of one image (l = h w locations):
 Choices where the paper is silent or the public port (Hawkeye) differs:
 - E = X X^T / tau with tau = 1 (the paper); temperature="l" divides by l like the port,
   which at initialisation makes W's rows almost uniform.
-- phi starts at zero, so Z = X at initialisation and a pre-trained backbone's features
-  pass unchanged; phi has no batch norm, whose running statistics the CCI pass would
-  mix into the test-time ones.
+- phi is a 3x3 convolution followed by batch norm whose scale starts at zero, so that
+  Z = X at initialisation and a pre-trained backbone's features pass unchanged (the
+  non-local block's initialisation); without the norm, a fresh convolution on the large
+  fine-tuning features diverges at the recipe's learning rate. The CCI pass normalises
+  with the statistics of the batch's SCI pass and leaves the running ones alone, so
+  eta = 0 gives Z'_A = Z_A exactly and the test-time statistics are SCI's.
+- h's output is L2-normalised, so that distances lie in [0, 2] and the port's margin
+  beta = 0.5 has a fixed meaning; unnormalised, the loss diverges in the first steps.
 - psi and h see pooled features: psi([GAP(Y_A), GAP(Y_B)]) (2c inputs) and h(GAP(Z'));
   a FC on the flattened maps (2cl inputs, the port's psi) would fix the image size.
 - Pairs (`pair_indices`): disjoint pairs, as the paper's "N pairs (2N images)": in a
@@ -76,9 +81,9 @@ class SCI(nn.Module):
         if temperature != "l" and not float(temperature) > 0:
             raise ValueError(f'temperature must be > 0 or "l", got {temperature!r}')
         self.attention, self.temperature = attention, temperature
-        self.phi = nn.Conv2d(channels, channels, 3, padding=1)
-        nn.init.zeros_(self.phi.weight)  # phi = 0 at the start: Z = X
-        nn.init.zeros_(self.phi.bias)
+        self.phi = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        nn.init.zeros_(self.bn.weight)  # phi = 0 at the start: Z = X
 
     def weights(self, fmap: torch.Tensor) -> torch.Tensor:
         """W of each image: (B, c, c)."""
@@ -86,18 +91,33 @@ class SCI(nn.Module):
         tau = l if self.temperature == "l" else float(self.temperature)
         return sci_weights(fmap.flatten(2), self.attention, tau)
 
-    def interact(self, fmap: torch.Tensor, w: torch.Tensor) -> tuple:
-        """Y = W X and Z = phi(Y) + X for given weights w (B, c, c): (Z, Y), maps."""
+    def interact(self, fmap: torch.Tensor, w: torch.Tensor, stats=None) -> tuple:
+        """Y = W X and Z = phi(Y) + X for weights w (B, c, c): (Z, Y, stats), with
+        phi = BN(conv(Y)). stats (mean, var) of the conv's output: None to use the batch
+        norm as usual (batch statistics in training, running ones at test time), or
+        given, as the CCI pass does with those of the SCI pass."""
         with torch.autocast(fmap.device.type, enabled=False):
             y = w @ full(fmap).flatten(2)  # Y = W X: (B, c, l)
         y = y.view(fmap.shape).to(fmap.dtype)
-        return self.phi(y) + fmap, y  # Z = phi(Y) + X
+        u = self.phi(y)
+        if stats is None:
+            if self.training:  # the batch's statistics, as self.bn uses them
+                v = full(u)
+                stats = (v.mean((0, 2, 3)), v.var((0, 2, 3), unbiased=False))
+            else:
+                stats = (self.bn.running_mean, self.bn.running_var)
+            return self.bn(u) + fmap, y, stats  # Z = phi(Y) + X
+        mean, var = (t[None, :, None, None] for t in stats)
+        g, b = self.bn.weight[None, :, None, None], self.bn.bias[None, :, None, None]
+        u = (full(u) - mean) / (var + self.bn.eps).sqrt() * g + b
+        return u.to(fmap.dtype) + fmap, y, stats  # Z' = phi(Y') + X
 
     def relations(self, fmap: torch.Tensor) -> tuple:
-        """(Z, W, Y): the output map, the weights (B, c, c) and Y (B, c, h, w)."""
+        """(Z, W, Y, stats): the output map, the weights (B, c, c), Y (B, c, h, w) and
+        the statistics phi's batch norm used."""
         w = self.weights(fmap)
-        z, y = self.interact(fmap, w)
-        return z, w, y
+        z, y, stats = self.interact(fmap, w)
+        return z, w, y, stats
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         return self.relations(fmap)[0]
@@ -222,7 +242,7 @@ class ChannelInteractionNet(Classifier):
     def pair_forward(self, fmap: torch.Tensor, y: torch.Tensor) -> dict:
         """Z, W, Y of the batch and, for the pairs (a, b, same), the maps Z'_A, Z'_B
         (CCI) or Z_A, Z_B (contrastive="sci"), with eta, gamma under CCI."""
-        z, w, y_map = self.block.relations(fmap)
+        z, w, y_map, stats = self.block.relations(fmap)
         a, b, same = pair_indices(y)
         out = {"z": z, "w": w, "y": y_map, "a": a, "b": b, "same": same}
         if self.contrastive == "sci":
@@ -233,8 +253,9 @@ class ChannelInteractionNet(Classifier):
         gamma = self.psi(torch.cat([yb, ya], 1)).squeeze(1)  # gamma = psi([Y_B, Y_A])
         w_ab = cci_weights(w[a], w[b], full(eta))  # W_AB = |W_A - eta W_B|
         w_ba = cci_weights(w[b], w[a], full(gamma))  # W_BA = |W_B - gamma W_A|
-        out["z_a"] = self.block.interact(fmap[a], w_ab)[0]  # Z'_A = phi(W_AB X_A) + X_A
-        out["z_b"] = self.block.interact(fmap[b], w_ba)[0]  # Z'_B = phi(W_BA X_B) + X_B
+        # Z'_A = phi(W_AB X_A) + X_A,  Z'_B = phi(W_BA X_B) + X_B
+        out["z_a"] = self.block.interact(fmap[a], w_ab, stats)[0]
+        out["z_b"] = self.block.interact(fmap[b], w_ba, stats)[0]
         out.update(eta=eta, gamma=gamma, w_ab=w_ab, w_ba=w_ba)
         return out
 
@@ -245,6 +266,7 @@ class ChannelInteractionNet(Classifier):
             return logits, ({} if y is None else {"ce": F.cross_entropy(logits, y)})
         out = self.pair_forward(fmap, y)
         logits = self.forward_head(out["z"])
-        h_a, h_b = self.h(gap(out["z_a"])), self.h(gap(out["z_b"]))
+        h_a = F.normalize(full(self.h(gap(out["z_a"]))), dim=1)  # h(Z'_A), unit length
+        h_b = F.normalize(full(self.h(gap(out["z_b"]))), dim=1)
         cont = contrastive_loss(h_a, h_b, out["same"], self.beta)
         return logits, {"ce": F.cross_entropy(logits, y), "cont": self.alpha * cont}
