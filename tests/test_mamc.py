@@ -27,10 +27,10 @@ def loop_sets(labels, parts):
     return feats, sets
 
 
-def loop_mamc(f, labels, self_positive=False, divisor="N"):
+def loop_mamc(f, labels, self_positive=False, divisor="N", normalize=False):
     b, parts, _ = f.shape
     feats, sets = loop_sets(labels.tolist(), parts)
-    flat = [f[i, p] for i, p in feats]
+    flat = [f[i, p] / (f[i, p].norm() if normalize else 1.0) for i, p in feats]
     n = len(set(labels.tolist())) if divisor == "N" else b * parts
     total = {"sasc": 0.0, "sadc": 0.0, "dasc": 0.0}
     pairs = {"sasc": ("sasc", ("sadc", "dasc", "dadc")), "sadc": ("sadc", ("dadc",)),
@@ -68,13 +68,16 @@ def test_masks_match_the_loop_sets():
             assert torch.nonzero(masks[k][a]).flatten().tolist() == s[k]
 
 
-@pytest.mark.parametrize("self_positive,divisor", [(False, "N"), (True, "2NP")])
-def test_loss_matches_loop_reference(self_positive, divisor):
+@pytest.mark.parametrize("self_positive", [False, True])
+@pytest.mark.parametrize("divisor", ["N", "2NP"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_loss_matches_loop_reference(self_positive, divisor, normalize):
     torch.manual_seed(0)
     labels = torch.tensor([2, 2, 0, 0, 5, 5])
     f = torch.randn(6, 2, 4, dtype=torch.float64) * 0.5
-    got = mamc_loss(f, labels, self_positive=self_positive, divisor=divisor)
-    want = loop_mamc(f, labels, self_positive, divisor)
+    got = mamc_loss(f, labels, self_positive=self_positive, divisor=divisor,
+                    normalize=normalize)
+    want = loop_mamc(f, labels, self_positive, divisor, normalize)
     for k in want:
         assert got[k].item() == pytest.approx(want[k], rel=1e-10), k
 
@@ -122,10 +125,29 @@ def test_invariant_to_batch_order_and_attention_relabelling():
             torch.testing.assert_close(v, base[k])
 
 
-def test_stable_for_large_features():
+def test_stable_for_large_features_and_empty_sets():
     labels = torch.tensor([0, 0, 1, 1])
-    f = torch.randn(4, 2, 8) * 1e3
-    assert all(torch.isfinite(v) for v in mamc_loss(f, labels).values())
+    f = (torch.randn(4, 2, 8) * 1e3).requires_grad_()
+    losses = mamc_loss(f, labels)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert torch.isfinite(f.grad).all()
+    one = torch.randn(4, 1, 8, requires_grad=True)          # P = 1: dasc, dadc empty
+    sum(mamc_loss(one, labels).values()).backward()
+    assert torch.isfinite(one.grad).all()
+
+
+def test_float32_under_autocast():
+    torch.manual_seed(5)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    f = torch.randn(6, 2, 16) * 3
+    plain = mamc_loss(f, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = mamc_loss(f.bfloat16(), labels)
+    for k, v in auto.items():
+        assert v.dtype == torch.float32
+        torch.testing.assert_close(v, mamc_loss(f.bfloat16(), labels)[k])
+        assert v.item() == pytest.approx(plain[k].item(), rel=0.05)
 
 
 def test_batch_that_is_not_n_by_two_is_refused():
@@ -150,6 +172,13 @@ def test_osme_excitations_and_pooling():
         torch.testing.assert_close(osme(fmap)[:, p], fp)
     gap_osme = OSME(32, parts=2, dim=6, pooling="gap").double()
     assert gap_osme(torch.randn(1, 32, 7, 5, dtype=torch.float64)).shape == (1, 2, 6)
+    big = torch.randn(2, 32, 6, 6, dtype=torch.float64)        # a 6 x 6 map on a 3 x 3 grid
+    m = osme.excitations(big)
+    s0 = m[:, 0, :, None, None] * big
+    pooled = s0.reshape(2, 32, 3, 2, 3, 2).mean((3, 5)).flatten(1)   # 2 x 2 cell means
+    torch.testing.assert_close(osme(big)[:, 0], osme.w3[0](pooled))
+    with pytest.raises(ValueError, match="grid <= 2"):
+        osme(torch.randn(1, 32, 2, 4, dtype=torch.float64))
 
 
 def _model(**options):

@@ -20,7 +20,8 @@ With U the backbone's map (B, c, h, w) and P attentions:
 Choices:
 - Vec(S^p) is the flattened map, the form that attends to space. A fully connected layer
   on it fixes the map size, so the map is first pooled to a fixed grid x grid
-  (adaptive average pooling; grid = 5 keeps the book's 5 x 5 maps exactly).
+  (adaptive average pooling): exactly Vec(S^p) when the map is grid x grid (the book's
+  5 x 5), averages over cells on larger maps, and an error on smaller ones.
   pooling="gap" gives f^p = W_3^p GAP(S^p) = W_3^p (m^p * GAP(U)): no spatial attention.
 - d = c / 2 by default (the paper's 1024 for c = 2048).
 - Options reproducing public versions: self_positive (the anchor counted as its own
@@ -70,6 +71,12 @@ class OSME(nn.Module):
         feats = []
         for p, w3 in enumerate(self.w3):
             s = m[:, p, :, None, None] * fmap  # S^p = m^p * U
+            if self.pooling == "vec" and min(s.shape[2:]) < self.grid:
+                raise ValueError(
+                    f"OSME's Vec pooling uses a {self.grid} x {self.grid} grid, but "
+                    f"the map is {s.shape[2]} x {s.shape[3]}: set model.options grid <= "
+                    f"{min(s.shape[2:])} or pooling='gap'"
+                )
             if self.pooling == "vec":  # Vec(S^p) on a grid x grid map
                 v = F.adaptive_avg_pool2d(s, self.grid).flatten(1)
             else:
@@ -119,18 +126,19 @@ def mamc_loss(f: torch.Tensor, labels: torch.Tensor, self_positive: bool = False
     check_pairs(labels)
     b, parts, _ = f.shape
     f = full(f).reshape(b * parts, -1)  # features ordered (image, attention)
-    if normalize:
-        f = F.normalize(f, dim=1)
-    sim = f @ f.t()  # f_a^T f_j: (BP, BP)
     s = relation_masks(labels, parts)
     sasc = s["sasc"] | (torch.eye(len(f), dtype=torch.bool, device=f.device)
                         if self_positive else False)
     n = len(labels.unique()) if divisor == "N" else b * parts
-    return {
-        "sasc": npair_terms(sim, sasc, s["sadc"] | s["dasc"] | s["dadc"]).sum() / n,
-        "sadc": npair_terms(sim, s["sadc"], s["dadc"]).sum() / n,
-        "dasc": npair_terms(sim, s["dasc"], s["dadc"]).sum() / n,
-    }
+    with torch.autocast(f.device.type, enabled=False):  # f^T f in float32 or wider
+        if normalize:
+            f = F.normalize(f, dim=1)
+        sim = f @ f.t()  # f_a^T f_j: (BP, BP)
+        return {
+            "sasc": npair_terms(sim, sasc, s["sadc"] | s["dasc"] | s["dadc"]).sum() / n,
+            "sadc": npair_terms(sim, s["sadc"], s["dadc"]).sum() / n,
+            "dasc": npair_terms(sim, s["dasc"], s["dadc"]).sum() / n,
+        }
 
 
 class OSMEClassifier(Classifier):
