@@ -21,7 +21,7 @@ Choices:
 - Vec(S^p) is the flattened map, the form that attends to space. A fully connected layer
   on it fixes the map size, so the map is first pooled to a fixed grid x grid
   (adaptive average pooling): exactly Vec(S^p) when the map is grid x grid (the book's
-  5 x 5), averages over cells on larger maps, and an error on smaller ones.
+  5 x 5), averages over cells on larger maps, and repeats cells on smaller ones.
   pooling="gap" gives f^p = W_3^p GAP(S^p) = W_3^p (m^p * GAP(U)): no spatial attention.
 - d = c / 2 by default (the paper's 1024 for c = 2048).
 - Options reproducing public versions: self_positive (the anchor counted as its own
@@ -71,12 +71,6 @@ class OSME(nn.Module):
         feats = []
         for p, w3 in enumerate(self.w3):
             s = m[:, p, :, None, None] * fmap  # S^p = m^p * U
-            if self.pooling == "vec" and min(s.shape[2:]) < self.grid:
-                raise ValueError(
-                    f"OSME's Vec pooling uses a {self.grid} x {self.grid} grid, but "
-                    f"the map is {s.shape[2]} x {s.shape[3]}: set model.options grid <= "
-                    f"{min(s.shape[2:])} or pooling='gap'"
-                )
             if self.pooling == "vec":  # Vec(S^p) on a grid x grid map
                 v = F.adaptive_avg_pool2d(s, self.grid).flatten(1)
             else:
