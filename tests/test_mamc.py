@@ -166,7 +166,8 @@ def test_osme_excitations_and_pooling():
     assert m.shape == (2, 2, 32) and ((m > 0) & (m < 1)).all()
     z = fmap.mean((2, 3))
     for p in range(2):     # m^p = sigmoid(W_2^p relu(W_1^p z)), f^p = W_3^p Vec(m^p * U)
-        mp = torch.sigmoid(osme.w2[p](torch.relu(osme.w1[p](z))))
+        se = osme.excite[p]
+        mp = torch.sigmoid(se.w2(torch.relu(se.w1(z))))
         torch.testing.assert_close(m[:, p], mp)
         fp = osme.w3[p]((mp[:, :, None, None] * fmap).flatten(1))
         torch.testing.assert_close(osme(fmap)[:, p], fp)

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fglib.models.blocks import SqueezeExcite
 from fglib.models.heads import BatchNeeds, Classifier, full, gap
 
 POOLINGS = ("vec", "gap")
@@ -52,19 +53,18 @@ class OSME(nn.Module):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        hidden = max(1, channels // reduction)
         dim = dim or max(1, channels // 2)
         self.pooling, self.grid = pooling, grid
-        self.w1 = nn.ModuleList(nn.Linear(channels, hidden) for _ in range(parts))
-        self.w2 = nn.ModuleList(nn.Linear(hidden, channels) for _ in range(parts))
+        # one SE excitation per attention, all on the squeeze GAP(U)
+        self.excite = nn.ModuleList(
+            SqueezeExcite(channels, reduction) for _ in range(parts)
+        )
         size = channels * grid * grid if pooling == "vec" else channels
         self.w3 = nn.ModuleList(nn.Linear(size, dim) for _ in range(parts))
 
     def excitations(self, fmap: torch.Tensor) -> torch.Tensor:
         """m^p = sigmoid(W_2^p relu(W_1^p GAP(U))) for every p: (B, P, c)."""
-        z = gap(fmap)  # one squeeze: (B, c)
-        return torch.stack([torch.sigmoid(w2(torch.relu(w1(z))))
-                            for w1, w2 in zip(self.w1, self.w2)], 1)
+        return torch.stack([se.excitation(fmap) for se in self.excite], 1)
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         m = self.excitations(fmap)  # (B, P, c)
