@@ -81,3 +81,16 @@ def relation_mass(w: torch.Tensor, part_of: torch.Tensor) -> dict[str, float]:
     cross = (part_of[:, None] != part_of[None, :]) & on[:, None] & on[None, :]
     return {"same part": (w[same].mean() * c).item(),
             "different parts": (w[cross].mean() * c).item()}
+
+
+def part_consistency(hits: torch.Tensor, labels: torch.Tensor) -> float:
+    """(B,) part index of one map's peak per image (-1 = none) and the images' classes
+    -> the share of images whose peak lands on their class's most frequent part (images
+    with no part count as inconsistent; a class with no part hit counts 0)."""
+    agree = 0
+    for k in labels.unique():
+        h = hits[labels == k]
+        on = h[h >= 0]
+        if len(on):
+            agree += int((h == on.mode().values).sum())
+    return agree / len(hits)

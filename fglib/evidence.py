@@ -9,6 +9,7 @@ re-implements it.
   activation map of given classes, for every image of a split.
 - `upsample`: a (h, w) map brought to the image's size for display.
 - `smoothed_terms`: the per-step loss terms of some runs with a rolling mean, to plot.
+- `relation_similarity`: the mean cosine similarity of part features over MAMC's four sets.
 """
 
 from __future__ import annotations
@@ -134,3 +135,16 @@ def multiply_adds(model, x: torch.Tensor) -> dict[str, int]:
         for h in handles:
             h.remove()
     return macs
+
+
+def relation_similarity(f: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Mean cosine similarity of the part features f (B, P, d) of one batch over each of
+    MAMC's four sets (fglib.models.mamc.relation_masks): {"sasc", "sadc", "dasc",
+    "dadc"} -> the mean of cos(f_a, f_j) over every anchor a and every j in its set."""
+    from fglib.models.mamc import relation_masks
+
+    b, parts, _ = f.shape
+    g = F.normalize(f.reshape(b * parts, -1), dim=1)
+    cos = g @ g.t()
+    return {name: cos[mask].mean().item()
+            for name, mask in relation_masks(labels, parts).items()}

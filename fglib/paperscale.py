@@ -15,10 +15,14 @@ import torch
 
 from fglib.config import book_profile
 from fglib.models import MODEL_CLASSES
+from fglib.regimes import MAMC_MAIN
 from fglib.train import load_data, train
 
 
-def paper_scale(methods=("baseline", "bilinear", "mcloss", "apinet", "cin"), epochs: int = 8, image_size: int = 224,
+METHODS = ["baseline", "bilinear", "mcloss", "apinet", "cin", "mamc"]
+
+
+def paper_scale(methods=tuple(METHODS), epochs: int = 8, image_size: int = 224,
                 backbone: str = "resnet50", batch_size: int = 32) -> list[dict]:
     rows = []
     base = {"data.image_size": image_size, "data.crop_padding": image_size // 14, "model.backbone": backbone,
@@ -28,6 +32,9 @@ def paper_scale(methods=("baseline", "bilinear", "mcloss", "apinet", "cin"), epo
     data = load_data(book_profile(**base))
     for method in methods:
         extra = {"train.sampler": "balanced"} if MODEL_CLASSES[method].needs.balanced else {}
+        if method == "mamc":     # N classes x exactly 2 images; the book's lambda and normalised f
+            extra.update({"train.classes_per_batch": batch_size // 2, "train.images_per_class": 2,
+                          "model.options": dict(MAMC_MAIN)})
         cfg = book_profile(**base, **extra, **{"model.method": method})
         torch.cuda.reset_peak_memory_stats()
         tic = time.perf_counter()
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--backbone", default="resnet50")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--method", nargs="+", default=["baseline", "bilinear", "mcloss", "apinet", "cin"])
+    p.add_argument("--method", nargs="+", default=METHODS)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("error: the paper-scale check needs a CUDA GPU (torch.cuda.is_available() is False)")

@@ -39,8 +39,13 @@ PAPER_REGIME = {                  # each paper's own setting, in the book's fact
     "mcloss": ("large", "few"),                  # ResNet-18 from scratch on CUB, 448 px
     "apinet": ("pretrained", "large", "few"),    # ImageNet ResNet fine-tuned on CUB, 448 px
     "cin": ("pretrained", "large", "few"),       # ImageNet ResNet-50 fine-tuned on CUB, 448 px
+    "mamc": ("pretrained", "large", "few"),      # ImageNet ResNet-50/101 fine-tuned on CUB, 448 px
 }
 PAIRED = ("apinet", "cin")        # methods that pair images: they and their baselines use 16 x 4 batches
+# MAMC's N-pair terms need N classes x exactly 2 images: 16 x 2 = 32 images, half the book's batch, so
+# the learning rate is halved too (the linear scaling rule); its baseline trains on the same batches.
+MAMC_BATCHES = {"train.sampler": "balanced", "train.classes_per_batch": 16,
+                "train.images_per_class": 2, "train.lr": 0.05}
 
 
 def finetune_settings(recipe: dict | None = None) -> dict:
@@ -92,6 +97,8 @@ def regime_config(method: str, factors: tuple[str, ...], seed: int, synth: dict 
         s.update(finetune_settings())
     if method in PAIRED:                         # pair-based methods and their baselines: 16 x 4 batches
         s.update(APINET_BATCHES)
+    if method == "mamc":                         # MAMC and its baseline: 16 x 2 batches at lr 0.05
+        s.update(MAMC_BATCHES)
     if not baseline:
         s["model.method"] = method
         if method == "mcloss":
@@ -148,3 +155,51 @@ CIN_SWEEPS = {
     "CIN, alpha 8": {"alpha": 8.0},
     "CIN, beta 2": {"beta": 2.0},
 }
+
+
+# The MAMC chapter's ablation: row -> model.options of method "mamc" (None: the baseline).
+# MAMC_MAIN is the form and weight chosen by `mamc_search` on the tuning benchmark (below); the
+# chapter shows which of the searched weights, the paper's among them, break training here.
+MAMC_MAIN = {"lam": 5e-4, "normalize": True}
+MAMC_ROWS = {
+    "baseline": None,
+    "OSME P=2, softmax only": {"lam": 0.0},
+    "+MAMC, sasc term only": {**MAMC_MAIN, "terms": "sasc"},
+    "+MAMC": dict(MAMC_MAIN),
+    "OSME P=3 + MAMC": {**MAMC_MAIN, "parts": 3},
+}
+MAMC_REGIMES = {"paper": PAPER_REGIME["mamc"], "from scratch": ()}
+# One-seed variants in the paper regime: the pooling, the paper's raw f, the public self-positive.
+MAMC_EXTRAS = {
+    "GAP pooling + MAMC": {**MAMC_MAIN, "pooling": "gap"},
+    "raw f, lambda 5e-05 + MAMC": {"lam": 5e-5},
+    "self-positive + MAMC": {**MAMC_MAIN, "self_positive": True},
+}
+
+
+def mamc_ablation(regime: str, seeds=SEEDS, rows: dict | None = None) -> list[tuple]:
+    """(row, seed, config) of the MAMC ablation in one of MAMC_REGIMES: 16 x 2 batches at lr
+    0.05 for every row, the baseline included."""
+    factors = MAMC_REGIMES[regime]
+    return [(row, s, regime_config("mamc", factors, s, baseline=opts is None,
+                                   options=opts))
+            for row, opts in (MAMC_ROWS if rows is None else rows).items()
+            for s in seeds]
+
+
+# MAMC's weight lambda and the form of f (raw or L2-normalised), chosen like the fine-tuning recipe:
+# on the tuning benchmark, in the paper regime, one seed each (the paper's lambda = 0.5 is for its
+# own N and feature scale; the N-pair terms here sum 2(N - 1) = 30 sadc positives per anchor).
+MAMC_SEARCH = {
+    "softmax only (lambda 0)": {"lam": 0.0},
+    **{f"normalised f, lambda {lam:g}": {"lam": lam, "normalize": True}
+       for lam in (0.5, 0.05, 0.005, 0.0005)},
+    **{f"raw f, lambda {lam:g}": {"lam": lam}                  # raw f at 0.5: the paper's form
+       for lam in (0.5, 0.05, 0.005, 0.0005, 0.00005)},
+}
+
+
+def mamc_search(seed: int = 0) -> list[tuple[str, RunConfig]]:
+    """(row, config) of the lambda search on the tuning benchmark, paper regime."""
+    return [(row, regime_config("mamc", PAPER_REGIME["mamc"], seed, synth=TUNING,
+                                options=opts)) for row, opts in MAMC_SEARCH.items()]

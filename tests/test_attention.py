@@ -87,3 +87,13 @@ def test_relation_mass_against_a_loop():
     assert got["different parts"] == pytest.approx(5 * sum(cross) / len(cross))
     uniform = relation_mass(torch.full((5, 5), 0.2), part_of)
     assert uniform == pytest.approx({"same part": 1.0, "different parts": 1.0})
+
+
+def test_part_consistency_by_hand():
+    from fglib.attention import part_consistency
+
+    # class 0: parts 1, 1, 2, -1 -> 2 of 4 on its mode; class 1: 0, 0 -> 2 of 2;
+    # class 2: no part at all -> 0 of 2
+    hits = torch.tensor([1, 1, 2, -1, 0, 0, -1, -1])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
+    assert part_consistency(hits, labels) == pytest.approx(4 / 8)

@@ -87,3 +87,25 @@ def test_multiply_adds_by_hand():
                           nn.Flatten(), nn.Linear(4 * 5 * 6, 7))
     macs = multiply_adds(model, torch.zeros(2, 3, 5, 6))
     assert macs == {"0": 2 * 4 * 5 * 6 * 3 * 9, "1": 2 * 4 * 5 * 6 * 2, "3": 2 * 7 * 120}
+
+
+def test_relation_similarity_against_a_loop_over_the_paper_sets():
+    from fglib.evidence import relation_similarity
+
+    torch.manual_seed(0)
+    labels = torch.tensor([3, 3, 0, 0, 5, 5])           # N = 3 classes x 2 images
+    f = torch.randn(6, 2, 4, dtype=torch.float64)        # P = 2 attentions, d = 4
+    sums = {k: [] for k in ("sasc", "sadc", "dasc", "dadc")}
+    for i in range(6):
+        for p in range(2):
+            for j in range(6):
+                for q in range(2):
+                    if (i, p) == (j, q):
+                        continue
+                    kind = ("s" if p == q else "d") + "a" + (
+                        "s" if labels[i] == labels[j] else "d") + "c"
+                    cos = torch.nn.functional.cosine_similarity(f[i, p], f[j, q], 0)
+                    sums[kind].append(cos.item())
+    got = relation_similarity(f, labels)
+    for k, v in sums.items():
+        assert got[k] == pytest.approx(sum(v) / len(v), abs=1e-12), k

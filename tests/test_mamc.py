@@ -199,3 +199,21 @@ def test_loss_terms_and_evaluation_at_batch_size_one():
         single = torch.cat([model(x[i:i + 1])[0] for i in range(6)])
     torch.testing.assert_close(batch, single)
     assert model.attention_maps(x).shape[:2] == (6, 2)
+
+
+def test_the_ablation_trains_every_row_on_the_same_pairs_of_two():
+    """Every row of the MAMC ablation, the baseline included, trains on 16 classes x 2 images
+    at the halved learning rate; the main setting is one the search tried."""
+    from fglib import regimes
+
+    for regime in regimes.MAMC_REGIMES:
+        jobs = regimes.mamc_ablation(regime)
+        assert len(jobs) == len(regimes.MAMC_ROWS) * len(regimes.SEEDS)
+        for row, _, cfg in jobs:
+            t = cfg.train
+            assert (t.sampler, t.classes_per_batch, t.images_per_class, t.lr) == (
+                "balanced", 16, 2, 0.05), row
+            assert cfg.model.method == ("baseline" if row == "baseline" else "mamc")
+            assert cfg.model.pretrained == (regime == "paper")
+    assert regimes.MAMC_MAIN in regimes.MAMC_SEARCH.values()
+    assert regimes.MAMC_ROWS["+MAMC"] == regimes.MAMC_MAIN
