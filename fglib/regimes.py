@@ -137,14 +137,18 @@ CIN_ROWS = {
 CIN_REGIMES = {"paper": PAPER_REGIME["cin"], "from scratch": ()}
 
 
+def ablation(method: str, factors: tuple[str, ...], rows: dict, seeds) -> list[tuple]:
+    """(row, seed, config) for rows {name: model.options of `method`, or None for its
+    baseline} under `factors`, each with every seed."""
+    return [(row, s, regime_config(method, factors, s, baseline=opts is None,
+                                   options=opts))
+            for row, opts in rows.items() for s in seeds]
+
+
 def cin_ablation(regime: str, seeds=SEEDS, rows: dict | None = None) -> list[tuple]:
     """(row, seed, config) of the CIN ablation in one of CIN_REGIMES; the baseline is
     API-Net's own (the same 16 x 4 batches), so the two chapters share its runs."""
-    factors = CIN_REGIMES[regime]
-    return [(row, s, regime_config("cin", factors, s, baseline=opts is None,
-                                   options=opts))
-            for row, opts in (CIN_ROWS if rows is None else rows).items()
-            for s in seeds]
+    return ablation("cin", CIN_REGIMES[regime], CIN_ROWS if rows is None else rows, seeds)
 
 
 # One-seed sweeps of the CIN chapter, in the paper regime only (the CPU budget).
@@ -180,11 +184,7 @@ MAMC_EXTRAS = {
 def mamc_ablation(regime: str, seeds=SEEDS, rows: dict | None = None) -> list[tuple]:
     """(row, seed, config) of the MAMC ablation in one of MAMC_REGIMES: 16 x 2 batches at lr
     0.05 for every row, the baseline included."""
-    factors = MAMC_REGIMES[regime]
-    return [(row, s, regime_config("mamc", factors, s, baseline=opts is None,
-                                   options=opts))
-            for row, opts in (MAMC_ROWS if rows is None else rows).items()
-            for s in seeds]
+    return ablation("mamc", MAMC_REGIMES[regime], MAMC_ROWS if rows is None else rows, seeds)
 
 
 # MAMC's weight lambda and the form of f (raw or L2-normalised), chosen like the fine-tuning recipe:

@@ -17,6 +17,7 @@ from fglib.models.apinet import APINet
 from fglib.models.mcloss import MCLossClassifier
 from fglib.models.cin import ChannelInteractionNet
 from fglib.models.mamc import OSMEClassifier
+from fglib.models.rra import RRANet
 
 
 # Arguments a model gets from ModelConfig's own fields (or the engine), never from
@@ -83,6 +84,10 @@ def build_mamc(backbone, num_classes, cfg):
     )
 
 
+def build_rra(backbone, num_classes, cfg):
+    return RRANet(backbone, num_classes, dropout=cfg.dropout, **_options(cfg, "rra"))
+
+
 # Each builder's source is part of its method's code fingerprint (fglib.provenance), so
 # a changed way of passing settings to a model makes that method's recorded runs stale,
 # and only those.
@@ -93,6 +98,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "apinet": build_apinet,
     "cin": build_cin,
     "mamc": build_mamc,
+    "rra": build_rra,
 }
 
 
@@ -106,6 +112,7 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "apinet": APINet,
     "cin": ChannelInteractionNet,
     "mamc": OSMEClassifier,
+    "rra": RRANet,
 }
 
 

@@ -1,0 +1,155 @@
+"""RRA (fglib.models.rra) against the definitions: attention over time, the two losses and the
+prediction, the patch sequences, deterministic evaluation and the frozen proposal network."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fglib.backbones import SmallResNet
+from fglib.models.rra import RRANet, TemporalAttention
+
+
+def small(**options):
+    torch.manual_seed(0)
+    return RRANet(SmallResNet((4, 8), (1, 1)), 3, **options).double()
+
+
+def images(b=6, size=16):
+    torch.manual_seed(1)
+    return torch.randn(b, 3, size, size, dtype=torch.float64), torch.arange(b) % 3
+
+
+def test_attention_weights_are_a_distribution_over_time():
+    att = TemporalAttention(5).double()
+    o = torch.randn(4, 7, 5, dtype=torch.float64)
+    h, a = att(o)
+    assert (a >= 0).all() and torch.allclose(a.sum(1), torch.ones(4, dtype=torch.float64))
+    ref = torch.stack([sum(a[b, t] * o[b, t] for t in range(7)) for b in range(4)])
+    assert torch.allclose(h, ref)                                  # h = sum_t a_t o_t
+
+
+def test_one_step_has_weight_one_and_zero_scores_give_the_mean():
+    att = TemporalAttention(5).double()
+    o = torch.randn(3, 1, 5, dtype=torch.float64)
+    h, a = att(o)
+    assert torch.equal(a, torch.ones(3, 1, dtype=torch.float64)) and torch.allclose(h, o[:, 0])
+    torch.nn.init.zeros_(att.w.weight)                             # w^T o_t = 0 for every t
+    o = torch.randn(3, 6, 5, dtype=torch.float64)
+    h, a = att(o)
+    assert torch.allclose(a, torch.full((3, 6), 1 / 6, dtype=torch.float64))
+    assert torch.allclose(h, o.mean(1))
+
+
+@pytest.mark.parametrize("options", [{}, {"source": "peaks"},
+                                     {"source": "peaks", "sequence": "distinct"},
+                                     {"source": "peaks", "evaluation": "mean"},
+                                     {"lstm": False}, {"local_input": "image"}])
+def test_losses_are_named_and_the_prediction_sums_the_streams(options):
+    model = small(lam=0.7, **options).eval()          # evaluation: the same patches twice
+    x, y = images()
+    logits, losses = model(x, y)
+    assert set(losses) == {"ce_global", "ce_local"}
+    z_g = model.head(model.features(x).mean((2, 3)))
+    z_l, _ = model.local_stream(x, model.features(x))
+    assert torch.allclose(logits, z_g + 0.7 * z_l)                 # z = z_g + lambda z_l
+    assert torch.allclose(losses["ce_global"], F.cross_entropy(z_g, y))
+    assert torch.allclose(losses["ce_local"], 0.7 * F.cross_entropy(z_l, y))
+
+
+def test_the_local_stream_alone():
+    model = small(streams="local").eval()
+    x, y = images()
+    logits, losses = model(x, y)
+    assert set(losses) == {"ce_local"}
+    assert torch.allclose(logits, model.local_stream(x, model.features(x))[0])
+
+
+@pytest.mark.parametrize("options", [{"source": "peaks"}, {"source": "peaks", "evaluation": "mean"},
+                                     {"source": "peaks", "sequence": "distinct"}, {}])
+def test_evaluation_is_deterministic_and_leaves_the_rng_alone(options):
+    model = small(**options).eval()
+    x, _ = images()
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        first, _ = model(x)
+        second, _ = model(x)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_training_draws_one_proposal_per_image():
+    model = small(source="peaks", proposals=3).train()
+    x, y = images()
+    state = torch.get_rng_state()
+    model(x, y)
+    assert not torch.equal(torch.get_rng_state(), state)           # the draw used the RNG
+
+
+def test_distinct_patches_are_the_ranked_peaks_and_stay_in_the_frame():
+    from fglib.patches import ranked_peaks, square_boxes
+
+    model = small(source="peaks", sequence="distinct", steps=3, patch=0.5).eval()
+    x, _ = images(size=20)
+    fmap = model.features(x)
+    boxes = model.candidates(x, fmap)                    # max(proposals 4, T 3) windows
+    peaks = ranked_peaks(fmap.sum(1), 4, 20, min_distance=5.0)
+    assert torch.equal(boxes, square_boxes(peaks, 10.0, 20))
+    d = (peaks[:, :, None] - peaks[:, None]).norm(dim=3) + torch.eye(4) * 1e9
+    assert (d >= 5.0).all()                              # suppressed neighbours
+    assert (boxes[..., :2] >= 0).all() and (boxes[..., 2:] <= 20).all()
+    assert torch.allclose(boxes[..., 2] - boxes[..., 0], torch.tensor(10.0, dtype=boxes.dtype))
+
+
+def test_mean_evaluation_averages_the_proposals_logits():
+    model = small(source="peaks", evaluation="mean", proposals=3).eval()
+    x, _ = images()
+    fmap = model.features(x)
+    boxes = model.candidates(x, fmap)
+    v = model.patch_features(x, boxes)
+    by_hand = torch.stack([model.local_logits(v[:, i:i + 1].expand(-1, model.steps, -1))[0]
+                           for i in range(3)]).mean(0)
+    assert torch.allclose(model.local_stream(x, fmap)[0], by_hand)
+
+
+def test_the_repeated_patch_feeds_the_same_input_at_every_step():
+    model = small(steps=5).eval()
+    x, _ = images()
+    seen = []
+    model.lstm.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    model(x)
+    v = seen[0]
+    assert v.shape[1] == 5 and torch.equal(v, v[:, :1].expand_as(v))
+
+
+def test_the_frozen_proposal_network_loads_weights_and_never_trains(tmp_path, monkeypatch):
+    monkeypatch.setenv("FGLIB_DATA_DIR", str(tmp_path))
+    torch.manual_seed(5)
+    baseline = SmallResNet((4, 8), (1, 1))
+    (tmp_path / "runs").mkdir()
+    path = tmp_path / "runs" / "abc123.pt"                         # a stored run's weights
+    torch.save({f"backbone.{k}": v.half() for k, v in baseline.state_dict().items()}, path)
+    with pytest.raises(FileNotFoundError, match="no weights for run 'nosuchrun'"):
+        small(source="peaks", cam_run="nosuchrun")
+    model = small(source="peaks", cam_run="abc123").train()
+    for k, v in baseline.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(model.cam_net.state_dict()[k], v.half().double())
+    assert not model.cam_net.training
+    assert all(not p.requires_grad for p in model.cam_net.parameters())
+    x, y = images()
+    sum(model(x, y)[1].values()).backward()
+    assert all(p.grad is None for p in model.cam_net.parameters())
+
+
+def test_step_logits_read_out_every_step():
+    model = small(steps=4).eval()
+    x, _ = images()
+    assert model.step_logits(x).shape == (6, 4, 3)
+
+
+@pytest.mark.parametrize("options,match", [({"source": "boxes"}, "source must be"),
+                                           ({"sequence": "distinct"}, "needs several patches"),
+                                           ({"steps": 0}, "steps must be"),
+                                           ({"evaluation": "random"}, "evaluation must be")])
+def test_clear_errors(options, match):
+    with pytest.raises(ValueError, match=match):
+        small(**options)
