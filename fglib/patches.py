@@ -8,7 +8,8 @@ benchmark's part coordinates and of fglib.attention.peak_xy. A box is (x0, y0, x
   frame, so every patch has the same size and content from the image only.
 - `ranked_peaks`: the k highest cells of a map with non-maximum suppression, as pixel
   points: the weakly supervised proposals.
-- `cut`: the boxes' contents resized to a fixed side (bilinear, torchvision's roi_align).
+- `cut`: the boxes' contents resized to a fixed side (bilinear: torchvision's
+  roi_align).
 - `augment_params` and `map_points`: where a point of the stored image lands after the
   training engine's random crop and flip (fglib.data.memory.augment), for patches that
   follow the augmentation.
@@ -39,9 +40,9 @@ def square_boxes(centres: torch.Tensor, side: float,
 
 def ranked_peaks(maps: torch.Tensor, k: int, image_size: int | tuple[int, int],
                  min_distance: float) -> torch.Tensor:
-    """(B, h, w) maps -> (B, k, 2) pixel points of the k highest cells, greedily, each at
-    least `min_distance` pixels from those taken before (non-maximum suppression). When
-    suppression leaves no cell, the remaining points repeat the first one."""
+    """(B, h, w) maps -> (B, k, 2) pixel points of the k highest cells, greedily, each
+    at least `min_distance` pixels from those taken before (non-maximum suppression).
+    When suppression leaves no cell, the remaining points repeat the first one."""
     b, h, w = maps.shape
     width, height = _wh(image_size)
     ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
@@ -61,8 +62,8 @@ def ranked_peaks(maps: torch.Tensor, k: int, image_size: int | tuple[int, int],
 
 
 def cut(x: torch.Tensor, boxes: torch.Tensor, side: int) -> torch.Tensor:
-    """Images (B, C, S, S) and boxes (B, K, 4) -> patches (B, K, C, side, side), the boxes'
-    contents resized bilinearly (pixel-centre aligned)."""
+    """Images (B, C, S, S) and boxes (B, K, 4) -> patches (B, K, C, side, side): the
+    boxes' contents resized bilinearly (pixel-centre aligned)."""
     b, k, _ = boxes.shape
     index = torch.arange(b, device=x.device, dtype=x.dtype).repeat_interleave(k)
     rois = torch.cat([index[:, None], boxes.reshape(b * k, 4).to(x.dtype)], 1)
@@ -73,7 +74,8 @@ def cut(x: torch.Tensor, boxes: torch.Tensor, side: int) -> torch.Tensor:
 
 def augment_params(b: int, padding: int, flip: bool, generator: torch.Generator):
     """The crop offsets (dy, dx) and flips that fglib.data.memory.augment draws from
-    `generator` for a batch of b images, drawn in the same order: (B,), (B,), (B,) bool."""
+    `generator` for a batch of b images, drawn in the same order: (B,), (B,) and a
+    (B,) bool."""
     dy = dx = torch.zeros(b, dtype=torch.long)
     if padding > 0:
         dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
@@ -85,7 +87,7 @@ def augment_params(b: int, padding: int, flip: bool, generator: torch.Generator)
 
 def map_points(xy: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
                flipped: torch.Tensor, padding: int, size: int) -> torch.Tensor:
-    """Points (B, ..., 2) of the stored images -> where they are after the crop and flip:
+    """Points (B, ..., 2) of the stored images -> where they are after crop and flip:
     x' = x + padding - dx, y' = y + padding - dy, then x' -> size - x' when flipped.
     A point cropped out of the frame lands outside [0, size)."""
     extra = (1,) * (xy.dim() - 2)

@@ -148,7 +148,8 @@ def ablation(method: str, factors: tuple[str, ...], rows: dict, seeds) -> list[t
 def cin_ablation(regime: str, seeds=SEEDS, rows: dict | None = None) -> list[tuple]:
     """(row, seed, config) of the CIN ablation in one of CIN_REGIMES; the baseline is
     API-Net's own (the same 16 x 4 batches), so the two chapters share its runs."""
-    return ablation("cin", CIN_REGIMES[regime], CIN_ROWS if rows is None else rows, seeds)
+    rows = CIN_ROWS if rows is None else rows
+    return ablation("cin", CIN_REGIMES[regime], rows, seeds)
 
 
 # One-seed sweeps of the CIN chapter, in the paper regime only (the CPU budget).
@@ -184,7 +185,8 @@ MAMC_EXTRAS = {
 def mamc_ablation(regime: str, seeds=SEEDS, rows: dict | None = None) -> list[tuple]:
     """(row, seed, config) of the MAMC ablation in one of MAMC_REGIMES: 16 x 2 batches at lr
     0.05 for every row, the baseline included."""
-    return ablation("mamc", MAMC_REGIMES[regime], MAMC_ROWS if rows is None else rows, seeds)
+    rows = MAMC_ROWS if rows is None else rows
+    return ablation("mamc", MAMC_REGIMES[regime], rows, seeds)
 
 
 # MAMC's weight lambda and the form of f (raw or L2-normalised), chosen like the fine-tuning recipe:

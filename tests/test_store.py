@@ -305,6 +305,23 @@ def test_the_sample_rotates_with_the_commit_and_takes_named_runs(tiny_store):
         verify.sample(["demo"], salt="x", extra=["nosuchkey"])
 
 
+def test_the_sample_keeps_to_its_budget_and_covers_every_chapter_over_commits(monkeypatch):
+    chapters = {f"ch{i}": [{"key": f"k{i}{j}", "variant": "v", "seed": j} for j in range(3)]
+                for i in range(6)}
+    monkeypatch.setattr(verify.store, "read_index", lambda ch: chapters[ch])
+    monkeypatch.setattr(verify.store, "indexed_chapters", lambda: list(chapters))
+    monkeypatch.setattr(verify, "_seconds", lambda key: 100.0)
+    seen = set()
+    for salt in range(40):
+        picks = verify.sample(list(chapters), salt=str(salt), budget=250.0)
+        assert len(picks) == 2                              # 2 x 100 s fit, a third does not
+        assert len({e.chapter for e in picks}) == 2
+        seen |= {e.chapter for e in picks}
+    assert seen == set(chapters)                            # the order rotates with the commit
+    assert len(verify.sample(list(chapters), salt="x", budget=10.0)) == 1   # at least one
+    assert len(verify.sample(list(chapters), salt="x", budget=None)) == 6   # no budget: all
+
+
 def test_reproduce_compares_per_variant_without_touching_the_store(tiny_store):
     before = {p: p.read_bytes() for p in store.store_dir().rglob("*") if p.is_file()}
     table = verify.reproduce("demo", progress=False)
@@ -342,15 +359,19 @@ def test_every_run_a_chapter_uses_is_fresh_for_the_current_code(chapter):
 
 
 def test_ci_verification_sample():
-    """Re-train one stored run per chapter (rotating with the commit) plus FGLIB_VERIFY's keys."""
+    """Re-train one stored run per chapter for the chapters the budget admits (rotating with the
+    commit), plus FGLIB_VERIFY's keys."""
     from fglib.provenance import cpu_kind
 
     entries = verify.sample(COMMITTED, extra=verify.extra_from_env())
     table = verify.verify(entries)
     kind = cpu_kind()
+    left = sorted(set(COMMITTED) - {e.chapter for e in entries})
     table.attrs["header"] = [f"commit {verify.commit_id()[:12]}; this CPU: {kind['cpu']}, "
                              f"torch {kind['torch_capability']}, oneDNN ISA {kind['onednn_max_isa']} "
-                             f"(kind {kind['id']})"]
+                             f"(kind {kind['id']})",
+                             "not in this commit's sample (the budget rotates over commits): "
+                             + (", ".join(left) or "none")]
     VERIFIED.append(table)
     bad = table[~table.ok]
     assert bad.empty, f"stored runs do not re-train to their stored numbers:\n{bad.to_string(index=False)}"

@@ -1,36 +1,37 @@
-"""RRA, "Focus Longer to See Better" (Shroff et al., CVPRW 2020): a global stream and a local
-stream that looks at patches for T steps through a stacked LSTM, with attention over time.
+"""RRA, "Focus Longer to See Better" (Shroff et al., CVPRW 2020): a global stream, and a
+local stream that looks at patches for T steps through a stacked LSTM with attention
+over time.
 
 On an image x of S x S pixels, with two backbones that share no weights:
 
-    global  z_g = W_g GAP(F_g(x)) + b_g                                     (B, K)
-    local   v_t = GAP(F_l(p_t)),  p_t the patch of step t = 1..T            (B, T, c)
-            o_1..o_T = LSTM(v_1..v_T)                   2 layers, hidden H  (B, T, H)
-            a_t = softmax_t(w^T o_t),  h = sum_t a_t o_t                    (B, T), (B, H)
-            z_l = W_l h + b_l                                               (B, K)
-    loss    L = CE(z_g, y) + lambda CE(z_l, y)          ce_global, ce_local
+    global  z_g = W_g GAP(F_g(x)) + b_g                                   (B, K)
+    local   v_t = GAP(F_l(p_t)),  p_t the patch of step t = 1..T          (B, T, c)
+            o_1..o_T = LSTM(v_1..v_T)                 2 layers, hidden H  (B, T, H)
+            a_t = softmax_t(w^T o_t),  h = sum_t a_t o_t          (B, T), (B, H)
+            z_l = W_l h + b_l                                             (B, K)
+    loss    L = CE(z_g, y) + lambda CE(z_l, y)        ce_global, ce_local
     predict z = z_g + lambda z_l
 
-Patches (fglib.patches) are squares of patch * S pixels cut from the image the network sees
-(after the training engine's crop and flip, so no mapping is needed), resized to
+Patches (fglib.patches) are squares of patch * S pixels cut from the image the network
+sees (after the training engine's crop and flip, so no mapping is needed), resized to
 patch_pixels:
 - source "centre": the centre square, the same for every image (no annotation);
 - source "peaks": squares around the ranked peaks, with non-maximum suppression, of a
-  class-agnostic activation map sum_k F_k (never a class's map, so nothing depends on the
-  label at test time). The map comes from a frozen network: the backbone of the trained
-  baseline run `cam_run` (a run key; its weights from the results store or the local run
-  cache: the analogue of the official code's proposals from another method), or, without
-  one, the global stream's own map, detached.
+  class-agnostic activation map sum_k F_k (never a class's map, so nothing depends on
+  the label at test time). The map comes from a frozen network: the backbone of the
+  trained baseline run `cam_run` (a run key; its weights from the results store or the
+  local run cache: the analogue of the official code's proposals from another method),
+  or, without one, the global stream's own map, detached.
 - The ground-truth part windows of the issue (an oracle) need the engine to pass each
   image's parts through its augmentation; the engine does not yet, so there is no such
   source here (fglib.patches.map_points is the mapping it will use).
-Sequences: "repeat" feeds one patch at every step (the official code): in training a patch
-drawn at random among the `proposals` best, at evaluation the best one ("top") or the
-logits averaged over all of them ("mean"); "distinct" feeds the T best patches in rank order
-(the paper's recursive refinement). Evaluation draws nothing at random.
-Controls: lstm=False replaces LSTM and attention by the mean of the v_t; local_input="image"
-gives the second stream the whole image (two networks' summed logits: an ensemble);
-streams="local" trains and predicts with the local stream only.
+Sequences: "repeat" feeds one patch at every step (the official code): in training a
+patch drawn at random among the `proposals` best, at evaluation the best one ("top") or
+the logits averaged over all of them ("mean"); "distinct" feeds the T best patches in
+rank order (the paper's recursive refinement). Evaluation draws nothing at random.
+Controls: lstm=False replaces LSTM and attention by the mean of the v_t;
+local_input="image" gives the second stream the whole image (two networks' summed
+logits: an ensemble); streams="local" trains and predicts with the local stream only.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ INPUTS = ("patch", "image")
 
 
 def run_weights(key: str) -> Path:
-    """The weights file of run `key`: the results store's, else the local run cache's."""
+    """The weights file of run `key`: the results store's, else the run cache's."""
     stored = data_dir() / "runs" / f"{key}.pt"
     if stored.exists():
         return stored
@@ -79,7 +80,7 @@ class TemporalAttention(nn.Module):
 
 
 class RRANet(nn.Module):
-    """Global stream plus a local stream of T patch steps (see the module's docstring)."""
+    """Global stream plus a local stream of T patch steps (the module's docstring)."""
 
     needs = BatchNeeds()
     has_cam = False            # the prediction is not linear in one map
@@ -101,12 +102,14 @@ class RRANet(nn.Module):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if steps < 1 or not 0 < patch <= 1:
-            raise ValueError(f"steps must be >= 1 and patch in (0, 1], got {steps}, {patch}")
+            raise ValueError(f"steps must be >= 1 and patch in (0, 1], got {steps}, "
+                             f"{patch}")
         if sequence == "distinct" and source == "centre":
-            raise ValueError('sequence="distinct" needs several patches: use source="peaks"')
+            raise ValueError('sequence="distinct" needs several patches: use '
+                             'source="peaks"')
         c = backbone.out_channels
         self.backbone = backbone                        # F_g, the global stream
-        self.local = copy.deepcopy(backbone)            # F_l: same start, its own weights
+        self.local = copy.deepcopy(backbone)            # F_l: same start, own weights
         self.head = LinearHead(c, num_classes, dropout)  # W_g, b_g
         hidden = hidden or c
         self.lstm = nn.LSTM(c, hidden, num_layers=2, batch_first=True) if lstm else None
@@ -114,13 +117,16 @@ class RRANet(nn.Module):
         self.local_head = LinearHead(hidden if lstm else c, num_classes, dropout)  # W_l
         self.steps, self.lam, self.source, self.sequence = steps, lam, source, sequence
         self.patch, self.patch_pixels, self.proposals = patch, patch_pixels, proposals
-        self.evaluation, self.local_input, self.streams = evaluation, local_input, streams
+        self.evaluation, self.local_input = evaluation, local_input
+        self.streams = streams
         self.cam_net = None
         if cam_run is not None:                         # a frozen baseline's backbone
             self.cam_net = copy.deepcopy(backbone)
-            state = torch.load(run_weights(cam_run), map_location="cpu", weights_only=True)
-            self.cam_net.load_state_dict({k[len("backbone."):]: v.float() for k, v
-                                          in state.items() if k.startswith("backbone.")})
+            state = torch.load(run_weights(cam_run), map_location="cpu",
+                               weights_only=True)
+            self.cam_net.load_state_dict({k[len("backbone."):]: v.float()
+                                          for k, v in state.items()
+                                          if k.startswith("backbone.")})
             self.cam_net.requires_grad_(False)
 
     def train(self, mode: bool = True):
@@ -142,8 +148,8 @@ class RRANet(nn.Module):
                         "from it), not only the global map: call the model on images")
 
     def candidates(self, x: torch.Tensor, fmap: torch.Tensor) -> torch.Tensor:
-        """Ranked patch boxes (B, n, 4): n = 1 for the centre, else `proposals` (or T for
-        the distinct sequence, if more)."""
+        """Ranked patch boxes (B, n, 4): n = 1 for the centre, else `proposals` (or T
+        for the distinct sequence, if more)."""
         size = (x.shape[-1], x.shape[-2])               # (W, H)
         side = self.patch * min(size)
         if self.source == "centre":
@@ -172,7 +178,8 @@ class RRANet(nn.Module):
         return self.local_head(h), a
 
     def local_stream(self, x: torch.Tensor, fmap: torch.Tensor):
-        """z_l (B, K) and a (B, T) for the patches of this mode (training or evaluation)."""
+        """z_l (B, K) and a (B, T) for the patches of this mode (training or
+        evaluation)."""
         t = self.steps
         if self.local_input == "image":                 # control: the whole image
             v = gap(self.local(x))[:, None]
