@@ -51,7 +51,7 @@ def ranked_peaks(maps: torch.Tensor, k: int, image_size: int | tuple[int, int],
     score = maps.detach().reshape(b, h * w).clone()
     taken = []
     for _ in range(k):
-        exhausted = torch.isinf(score).all(1) & (score < 0).all(1)
+        exhausted = torch.isneginf(score).all(1)
         xy = centres[score.argmax(1)]             # (B, 2): the best cell left
         if taken:
             xy = torch.where(exhausted[:, None], taken[0], xy)

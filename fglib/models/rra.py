@@ -177,24 +177,28 @@ class RRANet(nn.Module):
         h, a = self.attend(o)
         return self.local_head(h), a
 
-    def local_stream(self, x: torch.Tensor, fmap: torch.Tensor):
-        """z_l (B, K) and a (B, T) for the patches of this mode (training or
-        evaluation)."""
+    def sequences(self, x: torch.Tensor, fmap: torch.Tensor) -> torch.Tensor:
+        """The local stream's inputs v for this mode (training or evaluation):
+        (B, S, T, c), S sequences of T steps per image (S > 1 only for every proposal
+        under evaluation="mean")."""
         t = self.steps
         if self.local_input == "image":                 # control: the whole image
-            v = gap(self.local(x))[:, None]
-            return self.local_logits(v.expand(-1, t, -1))
+            return gap(self.local(x))[:, None, None].expand(-1, 1, t, -1)
         boxes = self.candidates(x, fmap)                # (B, n, 4), best first
         if self.sequence == "distinct":                 # the T best, in rank order
-            return self.local_logits(self.patch_features(x, boxes[:, :t]))
+            return self.patch_features(x, boxes[:, :t])[:, None]
         if self.training:                               # one random proposal, repeated
             pick = torch.randint(0, boxes.shape[1], (len(x),), device=x.device)
             boxes = boxes[torch.arange(len(x)), pick][:, None]
         elif self.evaluation == "top":
             boxes = boxes[:, :1]
-        v = self.patch_features(x, boxes)               # (B, n, c), n = 1 or proposals
-        outs = [self.local_logits(v[:, i:i + 1].expand(-1, t, -1))
-                for i in range(v.shape[1])]
+        v = self.patch_features(x, boxes)               # (B, S, c)
+        return v[:, :, None].expand(-1, -1, t, -1)      # the same patch at every step
+
+    def local_stream(self, x: torch.Tensor, fmap: torch.Tensor):
+        """z_l (B, K) and a (B, T), averaged over the sequences of each image."""
+        v = self.sequences(x, fmap)
+        outs = [self.local_logits(v[:, i]) for i in range(v.shape[1])]
         return (torch.stack([z for z, _ in outs]).mean(0),
                 torch.stack([a for _, a in outs]).mean(0))
 
@@ -222,9 +226,6 @@ class RRANet(nn.Module):
         direct test of "focusing longer" (needs the LSTM)."""
         if self.lstm is None:
             raise TypeError("lstm=False has no per-step outputs")
-        fmap = self.features(x)
-        boxes = self.candidates(x, fmap)
-        n = self.steps if self.sequence == "distinct" else 1
-        v = self.patch_features(x, boxes[:, :n])
-        o, _ = self.lstm(v.expand(-1, self.steps, -1) if n == 1 else v)
-        return self.local_head(o)
+        v = self.sequences(x, self.features(x))         # (B, S, T, c)
+        o, _ = self.lstm(v.reshape(-1, *v.shape[2:]))   # (B S, T, H)
+        return self.local_head(o).unflatten(0, v.shape[:2]).mean(1)
