@@ -148,3 +148,83 @@ def relation_similarity(f: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     cos = g @ g.t()
     return {name: cos[mask].mean().item()
             for name, mask in relation_masks(labels, parts).items()}
+
+
+def part_windows(parts: torch.Tensor, which: torch.Tensor, side: float,
+                 size: int) -> torch.Tensor:
+    """The oracle's patch: a square of `side` pixels around one ground-truth part per
+    image, the first visible part among `which` (B, P), else the first visible part,
+    else the centre: parts (B, P, 3) -> boxes (B, 1, 4) (fglib.patches.square_boxes)."""
+    from fglib.patches import square_boxes
+
+    visible = parts[..., 2] > 0
+    n = parts.shape[1]
+    rank = 2 * (visible & which).long() + visible.long()     # which > visible > hidden
+    first = (rank * (n + 1) + torch.arange(n, 0, -1)).argmax(1)   # then earlier parts
+    xy = parts[torch.arange(len(parts)), first, :2]
+    xy = torch.where(visible.any(1)[:, None], xy, torch.full_like(xy, size / 2))
+    return square_boxes(xy[:, None], side, size)
+
+
+def boxes_cover(boxes: torch.Tensor, parts: torch.Tensor,
+                which: torch.Tensor) -> torch.Tensor:
+    """(B, n) bool: box j of image b contains a visible part among which[b]; boxes
+    (B, n, 4) as (x0, y0, x1, y1), parts (B, P, 3), which (B, P) bool."""
+    x, y = parts[:, None, :, 0], parts[:, None, :, 1]           # (B, 1, P)
+    b = boxes[..., None]                                         # (B, n, 4, 1)
+    inside = (x >= b[:, :, 0]) & (x < b[:, :, 2]) & (y >= b[:, :, 1]) & (y < b[:, :, 3])
+    return (inside & ((parts[..., 2] > 0) & which)[:, None]).any(2)
+
+
+def proposals(model, x: torch.Tensor) -> torch.Tensor:
+    """RRA: the model's own ranked patch boxes of every image, (N, n, 4), best first."""
+    with evaluating(model):
+        return in_batches(lambda xb: model.candidates(xb, model.features(xb)
+                                                      if model.cam_net is None else None), x)
+
+
+def proposal_logits(model, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """RRA ("repeat" sequences): the prediction z_g + lambda z_l with each box of boxes
+    (N, n, 4) as the repeated patch: (N, n, K)."""
+    from fglib.models.heads import gap
+
+    def one_batch(xb, bb):
+        fmap = model.features(xb)
+        z_g = model.head(gap(fmap))
+        return torch.stack([z_g + model.lam * model.local_stream(xb, fmap, bb[:, j:j + 1])[0]
+                            for j in range(bb.shape[1])], 1)
+
+    with evaluating(model):
+        return in_batches(one_batch, x, boxes)
+
+
+def local_readout(model, x: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """RRA's local stream on given boxes (N, n, 4) (the first as the repeated patch, or the
+    first T as the steps of a "distinct" model): the attention over time "a" (N, T) and
+    the local classifier read out at each step, "steps" (N, T, K)."""
+    def one_batch(xb, bb):
+        bb = bb[:, :1] if model.sequence == "repeat" else bb
+        v = model.sequences(xb, None, bb)[:, 0]                # (B, T, c)
+        o, _ = model.lstm(v)                                    # (B, T, H)
+        return torch.cat([model.attend(o)[1][..., None], model.local_head(o)], 2)
+
+    with evaluating(model):
+        out = in_batches(one_batch, x, boxes)
+    return {"a": out[..., 0], "steps": out[..., 1:]}
+
+
+def protocols(logits: torch.Tensor, labels: torch.Tensor, draws: int = 10,
+              seed: int = 0) -> dict[str, object]:
+    """Top-1 (%) of per-proposal logits (B, n, K) under three test rules: "top" (the
+    best-ranked proposal), "mean" (logits averaged over the proposals) and "random"
+    (one proposal per image drawn at random, the official protocol: a list, one
+    accuracy per draw, from a generator seeded with `seed`)."""
+    def top1(z):
+        return 100 * (z.argmax(1) == labels).double().mean().item()
+
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.arange(len(logits))
+    return {"top": top1(logits[:, 0]), "mean": top1(logits.mean(1)),
+            "random": [top1(logits[rows, torch.randint(0, logits.shape[1],
+                                                        (len(logits),), generator=g)])
+                       for _ in range(draws)]}

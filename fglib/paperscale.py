@@ -15,11 +15,11 @@ import torch
 
 from fglib.config import book_profile
 from fglib.models import MODEL_CLASSES
-from fglib.regimes import MAMC_MAIN
+from fglib.regimes import MAMC_MAIN, RRA_MAIN
 from fglib.train import load_data, train
 
 
-METHODS = ["baseline", "bilinear", "mcloss", "apinet", "cin", "mamc"]
+METHODS = ["baseline", "bilinear", "mcloss", "apinet", "cin", "mamc", "rra"]
 
 
 def paper_scale(methods=tuple(METHODS), epochs: int = 8, image_size: int = 224,
@@ -35,6 +35,8 @@ def paper_scale(methods=tuple(METHODS), epochs: int = 8, image_size: int = 224,
         if method == "mamc":     # N classes x exactly 2 images; the book's lambda and normalised f
             extra.update({"train.classes_per_batch": batch_size // 2, "train.images_per_class": 2,
                           "model.options": dict(MAMC_MAIN)})
+        if method == "rra":      # no stored proposal network at this scale: the global stream's own map
+            extra["model.options"] = dict(RRA_MAIN)
         cfg = book_profile(**base, **extra, **{"model.method": method})
         torch.cuda.reset_peak_memory_stats()
         tic = time.perf_counter()

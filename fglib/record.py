@@ -41,6 +41,11 @@ def note_usage(cfg: RunConfig, variant: str | None = None, seed: int | None = No
         from fglib.pretraining import pretraining_config       # a fine-tuned run needs those weights
 
         note_usage(pretraining_config(m.widths, m.blocks), variant="pretraining run", seed=0, weights=True)
+    cam_run = (m.options or {}).get("cam_run")
+    if cam_run:                                  # RRA's frozen proposal network: that run's weights
+        from fglib.runner import _config_of
+
+        note_usage(RunConfig.from_dict(_config_of(cam_run)), weights=True)
 
 
 def read_usage(folder: Path) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ PAPER_REGIME = {                  # each paper's own setting, in the book's fact
     "apinet": ("pretrained", "large", "few"),    # ImageNet ResNet fine-tuned on CUB, 448 px
     "cin": ("pretrained", "large", "few"),       # ImageNet ResNet-50 fine-tuned on CUB, 448 px
     "mamc": ("pretrained", "large", "few"),      # ImageNet ResNet-50/101 fine-tuned on CUB, 448 px
+    "rra": ("pretrained", "large", "few"),       # ImageNet ResNet-50 fine-tuned on CUB, 448 px
 }
 PAIRED = ("apinet", "cin")        # methods that pair images: they and their baselines use 16 x 4 batches
 # MAMC's N-pair terms need N classes x exactly 2 images: 16 x 2 = 32 images, half the book's batch, so
@@ -205,3 +206,76 @@ def mamc_search(seed: int = 0) -> list[tuple[str, RunConfig]]:
     """(row, config) of the lambda search on the tuning benchmark, paper regime."""
     return [(row, regime_config("mamc", PAPER_REGIME["mamc"], seed, synth=TUNING,
                                 options=opts)) for row, opts in MAMC_SEARCH.items()]
+
+
+# The RRA chapter's ablation, paper regime. The weakly supervised patches come from a frozen
+# baseline of the same seed (`cam_run`, its run key): the baseline row, trained first and
+# stored with its weights. Row -> model.options of method "rra" (None: the baseline).
+RRA_MAIN = {"source": "peaks", "steps": 4, "sequence": "repeat"}
+RRA_ROWS = {
+    "global only (baseline)": None,
+    "local only": {**RRA_MAIN, "streams": "local"},
+    "global + local, no LSTM": {**RRA_MAIN, "lstm": False},
+    "T = 1": {**RRA_MAIN, "steps": 1},
+    "T = 4": dict(RRA_MAIN),
+    "T = 10": {**RRA_MAIN, "steps": 10},
+    "T = 4, distinct patches": {**RRA_MAIN, "sequence": "distinct"},
+    "T = 4, centre patch": {**RRA_MAIN, "source": "centre"},
+    "whole image (control)": {**RRA_MAIN, "local_input": "image"},
+}
+# One-seed variant: the patches from the global stream's own map, no second network.
+RRA_EXTRAS = {"T = 4, own map's peaks": {**RRA_MAIN, "own_map": True}}
+
+
+def rra_baseline(seed: int, factors: tuple[str, ...] = PAPER_REGIME["rra"],
+                 synth: dict | None = None) -> RunConfig:
+    """The RRA chapter's baseline (the global stream alone) and proposal network."""
+    return regime_config("rra", factors, seed, synth, baseline=True)
+
+
+def rra_options(options: dict, seed: int, factors: tuple[str, ...] = PAPER_REGIME["rra"],
+                synth: dict | None = None) -> dict:
+    """model.options of an RRA row: peaks come from the same seed's frozen baseline (same
+    factors, same benchmark), unless the row asks for the global stream's own map."""
+    opts = {k: v for k, v in options.items() if k != "own_map"}
+    if opts.get("source") == "peaks" and opts.get("local_input") != "image" \
+            and not options.get("own_map"):
+        opts["cam_run"] = rra_baseline(seed, factors, synth).key()
+    return opts
+
+
+def rra_ablation(seeds=SEEDS, rows: dict | None = None) -> list[tuple]:
+    """(row, seed, config) of the RRA ablation, paper regime, every row with every seed."""
+    rows = RRA_ROWS if rows is None else rows
+    return [(row, s, rra_baseline(s) if opts is None else regime_config(
+        "rra", PAPER_REGIME["rra"], s, options=rra_options(opts, s)))
+        for row, opts in rows.items() for s in seeds]
+
+
+# The closing chapter: every method at its chapter's main setting, one recipe, each against
+# the baseline trained on the same batches (64 images; 16 x 4 for the pair-based methods;
+# 16 x 2 at lr 0.05 for MAMC). MC-Loss takes the official weights of its regime.
+COMPARED = {"mcloss": None, "apinet": {}, "cin": {}, "mamc": MAMC_MAIN, "rra": RRA_MAIN}
+COMPARE_REGIMES = {"paper": ("pretrained", "large", "few"), "from scratch": ()}
+COMPARE_SEEDS = (0, 1, 2, 3, 4)
+HELD_OUT = SECOND                 # drawn with another seed, 32 classes in 8 families; nothing
+HELD_OUT_SEEDS = (0, 1, 2)        # was chosen on it
+
+
+def compare_config(method: str, regime: str, seed: int, synth: dict | None = None,
+                   baseline: bool = False) -> RunConfig:
+    """One run of the comparison: `method` at its main setting (or, baseline=True, its
+    baseline) in one of COMPARE_REGIMES, on the main benchmark or `synth`."""
+    factors = COMPARE_REGIMES[regime]
+    opts = COMPARED[method]
+    if method == "rra" and not baseline:
+        opts = rra_options(opts, seed, factors, synth)
+    return regime_config(method, factors, seed, synth, baseline=baseline,
+                         options=opts or None)
+
+
+def comparison(regime: str, seeds=COMPARE_SEEDS, synth: dict | None = None) -> list[tuple]:
+    """(method, kind, seed, config) of the comparison: kind "method" or "baseline" (the
+    method's own baseline; methods on the same batches share its runs)."""
+    return [(m, kind, s, compare_config(m, regime, s, synth, kind == "baseline"))
+            for m in COMPARED for kind in ("baseline", "method") for s in seeds]

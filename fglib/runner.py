@@ -423,3 +423,15 @@ def versus_baseline(runs: pd.DataFrame, baseline: str, metric: str = "top1") -> 
                      "verdict": verdict,
                      "time ratio": g.seconds.mean() / base.seconds.mean()})
     return pd.DataFrame(rows).set_index("variant")
+
+
+def between(runs: pd.DataFrame, a: str, b: str, metric: str = "top1",
+            by: str = "variant") -> tuple[float, float]:
+    """(mean of b - mean of a, its standard error) for two groups of `runs` (the rows whose
+    column `by` is a or b), e.g. two rows of an ablation over seeds."""
+    from fglib.stats import mean_difference
+
+    missing = [g for g in (a, b) if not (runs[by] == g).any()]
+    if missing:
+        raise ValueError(f"no runs with {by} {missing}; there are {sorted(set(runs[by]))}")
+    return mean_difference(runs[runs[by] == a][metric], runs[runs[by] == b][metric])

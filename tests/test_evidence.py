@@ -109,3 +109,73 @@ def test_relation_similarity_against_a_loop_over_the_paper_sets():
     got = relation_similarity(f, labels)
     for k, v in sums.items():
         assert got[k] == pytest.approx(sum(v) / len(v), abs=1e-12), k
+
+
+# -- RRA: oracle windows, boxes over parts, per-proposal logits, test protocols ------------------
+
+def test_part_windows_prefer_a_visible_part_among_which_then_any_visible_then_the_centre():
+    from fglib.evidence import part_windows
+    parts = torch.tensor([[[10., 10., 1], [30., 20., 1], [5., 5., 0]],    # which: part 1
+                          [[12., 14., 1], [30., 20., 0], [5., 5., 0]],    # none visible in which
+                          [[12., 14., 0], [30., 20., 0], [5., 5., 0]]])   # none visible
+    which = torch.tensor([[False, True, True], [False, True, False], [True, True, True]])
+    boxes = part_windows(parts, which, 8, 40)
+    assert boxes.shape == (3, 1, 4)
+    assert boxes[:, 0].tolist() == [[26., 16., 34., 24.], [8., 10., 16., 18.],
+                                    [16., 16., 24., 24.]]
+
+
+def test_boxes_cover_matches_a_loop():
+    from fglib.evidence import boxes_cover
+    g = torch.Generator().manual_seed(0)
+    parts = torch.cat([torch.rand(5, 6, 2, generator=g) * 40,
+                       (torch.rand(5, 6, 1, generator=g) > 0.3).float()], 2)
+    which = torch.rand(5, 6, generator=g) > 0.5
+    x0y0 = torch.rand(5, 3, 2, generator=g) * 30
+    boxes = torch.cat([x0y0, x0y0 + 10], 2)
+    got = boxes_cover(boxes, parts, which)
+    for b in range(5):
+        for j in range(3):
+            x0, y0, x1, y1 = boxes[b, j].tolist()
+            want = any(which[b, p] and parts[b, p, 2] > 0
+                       and x0 <= parts[b, p, 0] < x1 and y0 <= parts[b, p, 1] < y1
+                       for p in range(6))
+            assert bool(got[b, j]) == want
+
+
+def test_protocols_on_a_hand_example():
+    from fglib.evidence import protocols
+    # 2 images, 2 proposals, 2 classes; labels 0, 1
+    z = torch.tensor([[[2., 0.], [0., 1.]],       # image 0: top right, second wrong
+                      [[1., 0.], [0., 3.]]])      # image 1: top wrong, second right
+    got = protocols(z, torch.tensor([0, 1]), draws=50, seed=1)
+    assert got["top"] == 50.0
+    assert got["mean"] == 100.0                   # means (1, .5) and (.5, 1.5)
+    assert set(got["random"]) <= {0.0, 50.0, 100.0} and len(got["random"]) == 50
+    assert len(set(got["random"])) == 3           # every outcome over 50 draws
+    assert got == protocols(z, torch.tensor([0, 1]), draws=50, seed=1)
+
+
+def test_rra_readouts_match_the_models_own_evaluation():
+    from fglib.evidence import local_readout, proposal_logits, proposals
+    from fglib.models.rra import RRANet
+    torch.manual_seed(0)
+    model = RRANet(SmallResNet((4, 8), (1, 1)), 3, source="peaks").double().eval()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    boxes = proposals(model, x)
+    z = proposal_logits(model, x, boxes)
+    assert z.shape == (4, model.proposals, 3)
+    read = local_readout(model, x, boxes)
+    with torch.no_grad():
+        assert torch.allclose(z[:, 0], model(x)[0])
+        assert torch.allclose(read["a"], model.attention_over_time(x))
+        assert torch.allclose(read["steps"], model.step_logits(x))
+        model.evaluation = "mean"
+        assert torch.allclose(z.mean(1), model(x)[0])
+    torch.manual_seed(0)
+    distinct = RRANet(SmallResNet((4, 8), (1, 1)), 3, source="peaks",
+                      sequence="distinct").double().eval()
+    read = local_readout(distinct, x, proposals(distinct, x))
+    with torch.no_grad():
+        assert torch.allclose(read["a"], distinct.attention_over_time(x))
+        assert torch.allclose(read["steps"], distinct.step_logits(x))

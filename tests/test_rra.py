@@ -138,6 +138,13 @@ def test_the_frozen_proposal_network_loads_weights_and_never_trains(tmp_path, mo
     x, y = images()
     sum(model(x, y)[1].values()).backward()
     assert all(p.grad is None for p in model.cam_net.parameters())
+    # neither trained nor saved: its weights are the stored run's
+    assert not any(k.startswith("cam_net") for k in model.state_dict())
+    frozen = {id(p) for p in model.cam_net.parameters()}
+    assert not frozen & {id(p) for p in model.parameters()}
+    assert next(model.cam_net.parameters()).dtype == torch.float64    # follows .double()
+    again = small(source="peaks", cam_run="abc123")
+    again.load_state_dict(model.state_dict())                          # strict round trip
 
 
 def test_step_logits_read_out_every_step():
@@ -153,3 +160,58 @@ def test_step_logits_read_out_every_step():
 def test_clear_errors(options, match):
     with pytest.raises(ValueError, match=match):
         small(**options)
+
+
+def test_given_boxes_replace_the_model_patches():
+    model = small(source="peaks", evaluation="mean").eval()
+    x, _ = images(3, 32)
+    with torch.no_grad():
+        fmap = model.features(x)
+        own = model.candidates(x, fmap)
+        assert torch.equal(model(x)[0], model(x, boxes=own)[0])      # "mean": every proposal
+        top = model(x, boxes=own[:, :1])[0]
+        model.evaluation = "top"
+        assert torch.equal(model(x)[0], top)
+        other = own.flip(1)[:, :1]                              # the worst proposal instead
+        assert not torch.allclose(model(x, boxes=other)[0], top)
+
+
+def test_random_proposals_follow_the_generator_and_stay_among_the_candidates():
+    model = small(source="peaks").eval()
+    x, _ = images(5, 32)
+    with torch.no_grad():
+        own = model.candidates(x, model.features(x))
+        a = model.random_proposals(x, torch.Generator().manual_seed(3))
+        b = model.random_proposals(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == (5, 1, 4)
+    for i in range(5):
+        assert any(torch.equal(a[i, 0], own[i, j]) for j in range(own.shape[1]))
+
+
+def test_ablation_rows_take_their_patches_from_the_same_seeds_baseline():
+    from fglib import regimes
+    jobs = regimes.rra_ablation() + regimes.rra_ablation((0,), regimes.RRA_EXTRAS)
+    assert len(jobs) == len(regimes.RRA_ROWS) * len(regimes.SEEDS) + 1
+    for row, seed, cfg in jobs:
+        opts = cfg.model.options
+        if opts is None or cfg.model.method != "rra":
+            assert row == "global only (baseline)" and cfg == regimes.rra_baseline(seed)
+            continue
+        wants_cam = (opts["source"] == "peaks" and opts.get("local_input") != "image"
+                     and "own map" not in row)
+        assert opts.get("cam_run") == (regimes.rra_baseline(seed).key() if wants_cam
+                                       else None), row
+        assert cfg.model.pretrained and cfg.data.image_size == 48
+
+
+def test_recording_an_rra_run_keeps_its_proposal_networks_weights(tmp_path, monkeypatch):
+    from fglib import record, regimes, runner
+    base = regimes.rra_baseline(1)
+    monkeypatch.setenv("FGLIB_RECORD_DIR", str(tmp_path))
+    monkeypatch.setattr(runner, "_config_of",
+                        lambda key: base.to_dict() if key == base.key() else None)
+    (_, _, cfg), = [j for j in regimes.rra_ablation(seeds=(1,)) if j[0] == "T = 4"]
+    record.note_usage(cfg, variant="T = 4")
+    used = {u["key"]: u for u in record.read_usage(tmp_path)}
+    assert used[cfg.key()]["weights"] is False
+    assert used[base.key()]["weights"] is True          # the frozen network's weights

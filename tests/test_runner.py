@@ -93,3 +93,17 @@ def test_versus_baseline_against_hand_computation():
     assert t.loc["one", "verdict"] == "one seed: no verdict"
     with pytest.raises(ValueError, match="no runs of the baseline"):
         versus_baseline(runs, "nope")
+
+
+def test_between_is_b_minus_a_with_the_welch_standard_error():
+    import math
+
+    import pandas as pd
+
+    from fglib.runner import between
+    runs = pd.DataFrame({"variant": ["a"] * 3 + ["b"] * 3 + ["c"],
+                         "top1": [1.0, 2.0, 3.0, 5.0, 7.0, 9.0, 0.0]})
+    d, se = between(runs, "a", "b")
+    assert d == 5.0 and se == pytest.approx(math.sqrt(1 / 3 + 4 / 3))
+    with pytest.raises(ValueError, match="no runs with variant"):
+        between(runs, "a", "zzz")

@@ -119,20 +119,31 @@ class RRANet(nn.Module):
         self.patch, self.patch_pixels, self.proposals = patch, patch_pixels, proposals
         self.evaluation, self.local_input = evaluation, local_input
         self.streams = streams
-        self.cam_net = None
+        self._frozen: list[nn.Module] = []              # outside the module tree
         if cam_run is not None:                         # a frozen baseline's backbone
-            self.cam_net = copy.deepcopy(backbone)
+            net = copy.deepcopy(backbone)
             state = torch.load(run_weights(cam_run), map_location="cpu",
                                weights_only=True)
-            self.cam_net.load_state_dict({k[len("backbone."):]: v.float()
-                                          for k, v in state.items()
-                                          if k.startswith("backbone.")})
-            self.cam_net.requires_grad_(False)
+            net.load_state_dict({k[len("backbone."):]: v.float()
+                                 for k, v in state.items() if k.startswith("backbone.")})
+            self._frozen.append(net.requires_grad_(False).eval())
+
+    @property
+    def cam_net(self) -> nn.Module | None:
+        """The frozen proposal network: held outside the module tree, so it is neither
+        trained nor saved with the model (its weights are those of run `cam_run`)."""
+        return self._frozen[0] if self._frozen else None
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)                     # .to(), .double(), .cuda() ...
+        for net in self._frozen:
+            net._apply(fn)
+        return self
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.cam_net is not None:
-            self.cam_net.eval()                         # frozen: running statistics too
+        for net in self._frozen:
+            net.eval()                                  # frozen: running statistics too
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,34 +188,49 @@ class RRANet(nn.Module):
         h, a = self.attend(o)
         return self.local_head(h), a
 
-    def sequences(self, x: torch.Tensor, fmap: torch.Tensor) -> torch.Tensor:
-        """The local stream's inputs v for this mode (training or evaluation):
-        (B, S, T, c), S sequences of T steps per image (S > 1 only for every proposal
-        under evaluation="mean")."""
+    def sequences(self, x: torch.Tensor, fmap: torch.Tensor,
+                  boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """The local stream's inputs v: (B, S, T, c), S sequences of T steps per image.
+        Without `boxes` the mode's own patches (training or evaluation); with boxes
+        (B, n, 4), best first, those instead: "repeat" makes each box a sequence of its
+        own (S = n), "distinct" feeds the first T as the steps (S = 1)."""
         t = self.steps
         if self.local_input == "image":                 # control: the whole image
             return gap(self.local(x))[:, None, None].expand(-1, 1, t, -1)
-        boxes = self.candidates(x, fmap)                # (B, n, 4), best first
+        given = boxes is not None
+        if not given:
+            boxes = self.candidates(x, fmap)            # (B, n, 4), best first
         if self.sequence == "distinct":                 # the T best, in rank order
             return self.patch_features(x, boxes[:, :t])[:, None]
-        if self.training:                               # one random proposal, repeated
+        if self.training and not given:                 # one random proposal, repeated
             pick = torch.randint(0, boxes.shape[1], (len(x),), device=x.device)
             boxes = boxes[torch.arange(len(x)), pick][:, None]
-        elif self.evaluation == "top":
+        elif self.evaluation == "top" and not given:    # given: every box a sequence
             boxes = boxes[:, :1]
         v = self.patch_features(x, boxes)               # (B, S, c)
         return v[:, :, None].expand(-1, -1, t, -1)      # the same patch at every step
 
-    def local_stream(self, x: torch.Tensor, fmap: torch.Tensor):
+    def random_proposals(self, x: torch.Tensor, generator: torch.Generator):
+        """One proposal per image drawn at random with `generator`, (B, 1, 4): the
+        official test protocol (a random patch per test image), as a contrast."""
+        boxes = self.candidates(x, self.features(x))
+        pick = torch.randint(0, boxes.shape[1], (len(x),), generator=generator)
+        return boxes[torch.arange(len(x)), pick.to(x.device)][:, None]
+
+    def local_stream(self, x: torch.Tensor, fmap: torch.Tensor,
+                     boxes: torch.Tensor | None = None):
         """z_l (B, K) and a (B, T), averaged over the sequences of each image."""
-        v = self.sequences(x, fmap)
+        v = self.sequences(x, fmap, boxes)
         outs = [self.local_logits(v[:, i]) for i in range(v.shape[1])]
         return (torch.stack([z for z, _ in outs]).mean(0),
                 torch.stack([a for _, a in outs]).mean(0))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                boxes: torch.Tensor | None = None):
+        """Logits (and, given y, the named losses); `boxes` (B, n, 4) replace the
+        model's own patches (see `sequences`)."""
         fmap = self.features(x)
-        z_l, _ = self.local_stream(x, fmap)
+        z_l, _ = self.local_stream(x, fmap, boxes)
         if self.streams == "local":
             logits = z_l
         else:
@@ -217,15 +243,17 @@ class RRANet(nn.Module):
             losses = {"ce_global": F.cross_entropy(full(z_g), y), **losses}
         return logits, losses
 
-    def attention_over_time(self, x: torch.Tensor) -> torch.Tensor:
-        """a (B, T) of the evaluation patches."""
-        return self.local_stream(x, self.features(x))[1]
+    def attention_over_time(self, x: torch.Tensor,
+                            boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """a (B, T) of the evaluation patches (or of `boxes`)."""
+        return self.local_stream(x, self.features(x), boxes)[1]
 
-    def step_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def step_logits(self, x: torch.Tensor,
+                    boxes: torch.Tensor | None = None) -> torch.Tensor:
         """The local classifier read out at each step t from o_t alone: (B, T, K), the
         direct test of "focusing longer" (needs the LSTM)."""
         if self.lstm is None:
             raise TypeError("lstm=False has no per-step outputs")
-        v = self.sequences(x, self.features(x))         # (B, S, T, c)
+        v = self.sequences(x, self.features(x), boxes)  # (B, S, T, c)
         o, _ = self.lstm(v.reshape(-1, *v.shape[2:]))   # (B S, T, H)
         return self.local_head(o).unflatten(0, v.shape[:2]).mean(1)
