@@ -108,3 +108,28 @@ def compare_sentence(a: Iterable[float], b: Iterable[float], what: str, against:
         verdict = f"more than two standard errors {side} zero: {word}"
     change = f"**{d:+.1f} ± {se:.1f} points**"
     return f"{what} changes top-1 by {change} over {against}, {verdict}."
+
+
+def _ranks(v: list[float]) -> list[float]:
+    """Ranks 1..n of v, ties given their mean rank."""
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    ranks = [0.0] * len(v)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def rank_correlation(a: Iterable[float], b: Iterable[float]) -> float:
+    """Spearman's rank correlation of paired values: the Pearson correlation of their ranks
+    (ties get their mean rank). 1: the same order, -1: the reverse."""
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError("rank_correlation needs two equally long sequences of at least 2 "
+                         f"values, got {len(a)} and {len(b)}")
+    return statistics.correlation(_ranks(a), _ranks(b))

@@ -179,3 +179,23 @@ def test_rra_readouts_match_the_models_own_evaluation():
     with torch.no_grad():
         assert torch.allclose(read["a"], distinct.attention_over_time(x))
         assert torch.allclose(read["steps"], distinct.step_logits(x))
+
+
+def test_parameter_counts_leave_out_what_the_test_pass_never_calls():
+    from torch import nn
+
+    from fglib.evidence import parameter_counts
+
+    class TwoHeads(nn.Module):                  # the second head is used in training only
+        def __init__(self):
+            super().__init__()
+            self.body, self.head, self.train_only = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(4, 5)
+
+        def forward(self, x):
+            h = self.body(x)
+            return self.head(h) if not self.training else self.train_only(h), {}
+
+    m = TwoHeads()
+    got = parameter_counts(m, torch.randn(2, 3))
+    assert got == {"training": 16 + 10 + 25, "test": 16 + 10}
+    assert m.training                           # the mode is restored

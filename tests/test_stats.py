@@ -107,3 +107,16 @@ def test_mean_difference_by_hand():
     assert effect(3.0, 1.0) == "a gain" and effect(-3.0, 1.0) == "a loss" and effect(2.0, 1.0) == "no measurable effect"
     with pytest.raises(ValueError, match="at least 2 runs"):
         mean_difference([1.0], [2.0, 3.0])
+
+
+def test_rank_correlation_against_the_textbook_formula_and_ties():
+    from fglib.stats import rank_correlation
+    a, b = [3.0, 1.0, 4.0, 1.5, 5.0], [2.0, 1.0, 5.0, 3.0, 4.0]
+    # no ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1)); ranks a = 3,1,4,2,5 and b = 2,1,5,3,4
+    d2 = sum((x - y) ** 2 for x, y in zip([3, 1, 4, 2, 5], [2, 1, 5, 3, 4]))
+    assert rank_correlation(a, b) == pytest.approx(1 - 6 * d2 / (5 * 24))
+    assert rank_correlation(a, [-v for v in a]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(
+        0.9486832980505138)            # ranks 1, 2.5, 2.5, 4 against 1, 2, 3, 4
+    with pytest.raises(ValueError, match="equally long"):
+        rank_correlation([1, 2], [1])

@@ -340,7 +340,7 @@ def test_the_book_has_a_store_within_its_size_budget(capsys):
     size = store.size_bytes()
     with capsys.disabled():
         print(f"\nresults store: {size / 1e6:.2f} MB in {store.store_dir()}")
-    assert size < 30e6
+    assert size < 40e6          # 30 MB until the RRA and closing chapters added their weights
 
 
 @pytest.mark.parametrize("chapter", COMMITTED)
