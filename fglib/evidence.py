@@ -231,10 +231,10 @@ def protocols(logits: torch.Tensor, labels: torch.Tensor, draws: int = 10,
 
 
 def parameter_counts(model, x: torch.Tensor) -> dict[str, int]:
-    """{"training": the parameters the optimiser updates, "test": the parameters of the
-    modules one test-time forward pass of x calls, with any frozen network the model holds
-    outside its module tree (RRA's proposal network, `model.cam_net`)}: what the method
-    costs to train and what it keeps at test time."""
+    """{"training": the parameters the optimiser updates, "test": the parameters of
+    the modules one test-time forward pass of x calls, plus any frozen network the
+    model holds outside its module tree (RRA's proposal network, `model.cam_net`)}:
+    what the method costs to train and what it keeps at test time."""
     called: set[int] = set()
     hooks = [m.register_forward_hook(lambda m, i, o: called.add(id(m)))
              for m in model.modules()]
@@ -248,5 +248,5 @@ def parameter_counts(model, x: torch.Tensor) -> dict[str, int]:
             for p in m.parameters(recurse=False)}
     frozen = getattr(model, "cam_net", None)
     extra = sum(p.numel() for p in frozen.parameters()) if frozen is not None else 0
-    return {"training": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "test": sum(p.numel() for p in used.values()) + extra}
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"training": trained, "test": sum(p.numel() for p in used.values()) + extra}

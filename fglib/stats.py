@@ -133,3 +133,22 @@ def rank_correlation(a: Iterable[float], b: Iterable[float]) -> float:
         raise ValueError("rank_correlation needs two equally long sequences of at least 2 "
                          f"values, got {len(a)} and {len(b)}")
     return statistics.correlation(_ranks(a), _ranks(b))
+
+
+def rank_correlation_pvalue(a: Iterable[float], b: Iterable[float]) -> float:
+    """One-sided exact p-value of Spearman's rho: the share of the n! orders of b's ranks
+    whose correlation with a's ranks is at least the observed one (no order: every order
+    equally likely). For n <= 8."""
+    import itertools
+
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if len(a) > 8:
+        raise ValueError(f"the exact permutation p-value enumerates n! orders; n = {len(a)} "
+                         "is too many (at most 8)")
+    observed = rank_correlation(a, b)
+    ra, rb = _ranks(a), _ranks(b)
+    hits = total = 0
+    for order in itertools.permutations(rb):
+        total += 1
+        hits += statistics.correlation(ra, list(order)) >= observed - 1e-12
+    return hits / total

@@ -145,6 +145,11 @@ def test_the_frozen_proposal_network_loads_weights_and_never_trains(tmp_path, mo
     assert next(model.cam_net.parameters()).dtype == torch.float64    # follows .double()
     again = small(source="peaks", cam_run="abc123")
     again.load_state_dict(model.state_dict())                          # strict round trip
+    from fglib.evidence import parameter_counts                        # costs count it at test
+    counts = parameter_counts(model, x)
+    frozen_n = sum(p.numel() for p in model.cam_net.parameters())
+    assert counts["training"] == sum(p.numel() for p in model.parameters())
+    assert counts["test"] == counts["training"] + frozen_n
 
 
 def test_step_logits_read_out_every_step():

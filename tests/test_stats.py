@@ -120,3 +120,13 @@ def test_rank_correlation_against_the_textbook_formula_and_ties():
         0.9486832980505138)            # ranks 1, 2.5, 2.5, 4 against 1, 2, 3, 4
     with pytest.raises(ValueError, match="equally long"):
         rank_correlation([1, 2], [1])
+
+
+def test_rank_correlation_pvalue_counts_the_orders_by_hand():
+    from fglib.stats import rank_correlation_pvalue
+    # n = 5: rho = 1 for one order of 120; rho = 0.9 for the 4 adjacent swaps
+    assert rank_correlation_pvalue([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]) == pytest.approx(1 / 120)
+    assert rank_correlation_pvalue([1, 2, 3, 4, 5], [2, 1, 3, 4, 5]) == pytest.approx(5 / 120)
+    assert rank_correlation_pvalue([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at most 8"):
+        rank_correlation_pvalue(range(9), range(9))
