@@ -120,7 +120,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
 def store_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from fglib import store
+    from fglib import measured, store
 
     if args.action == "status":
         from fglib.config import RunConfig
@@ -132,22 +132,35 @@ def store_command(args: argparse.Namespace) -> int:
             stale = [r for r in runs
                      if stored_record(RunConfig.from_dict(store.read_record(store.run_path(r["key"]))["config"]))
                      is None]
-            stale_total += len(stale)
+            evidence = store.read_evidence_index(ch)
+            stale_ev = []
+            for e in evidence:
+                m = measured.from_record(measured.read(measured.stored_path(e["file"]), ch))
+                if measured.lookup(m)[1] != "store":
+                    stale_ev.append((e["file"], measured.why_not_stored(m)))
+            stale_total += len(stale) + len(stale_ev)
             print(f"{ch:>12}: {len(runs):3d} runs, {sum(r['weights'] for r in runs):2d} with weights, "
-                  f"{len(stale)} stale" + (f" -> make record CH={ch}" if stale else ""))
+                  f"{len(stale)} stale; {len(evidence):2d} measurements, {len(stale_ev)} stale"
+                  + (f" -> make record CH={ch}" if stale or stale_ev else ""))
             for r in stale:
                 cfg = RunConfig.from_dict(store.read_record(store.run_path(r["key"]))["config"])
                 print(f"{'':>14}{r['key']} ({r['variant']}, seed {r['seed']}): {why_not_stored(cfg)}")
+            for file, why in stale_ev:
+                print(f"{'':>14}{file}: {why}")
+        ev_bytes = store.size_bytes(store.evidence_dir()) if store.evidence_dir().exists() else 0
         print(f"store {store.store_dir()}: {store.size_bytes() / 1e6:.2f} MB in "
-              f"{sum(1 for _ in store.store_dir().rglob('*') if _.is_file())} files")
+              f"{sum(1 for _ in store.store_dir().rglob('*') if _.is_file())} files "
+              f"({ev_bytes / 1e6:.2f} MB of measurements)")
         return 1 if stale_total else 0
-    from fglib.verify import extra_from_env, sample, verify
+    from fglib.verify import commit_id, extra_from_env, sample, verify
 
     entries = sample(extra=[*extra_from_env(), *args.keys])
     table = verify(entries, progress=not args.quiet)
+    evidence = measured.verify(measured.sample(store.indexed_chapters(), commit_id(), None if args.all else measured.SAMPLE_BUDGET_SECONDS))
     with pd.option_context("display.width", 250, "display.max_colwidth", 60):
         print(table.drop(columns=["key"]).to_string(index=False))
-    return 0 if table.ok.all() else 1
+        print(evidence.to_string(index=False))
+    return 0 if table.ok.all() and evidence.ok.all() else 1
 
 
 def pretrain_command(args) -> int:
@@ -212,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("action", choices=["status", "verify"])
     st.add_argument("keys", nargs="*", help="verify: run keys to add to the sample")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.add_argument("--all", action="store_true",
+                    help="verify: re-compute every stored measurement, not only CI's sample")
     st.set_defaults(func=store_command)
     return p
 

@@ -1,7 +1,9 @@
 """Benchmark of the book-scale training step: python -m fglib.bench [--image-size 64] [--threads 2].
 
 Prints the time of one training step, images per second, and the share of the step spent outside the
-model (batch assembly, augmentation, normalisation), for the book's backbone and batch size.
+model (batch assembly, augmentation, normalisation), for the book's backbone and batch size, for every
+registered method (or --method ...), each with the batch it declares (fglib.models.heads.BatchNeeds:
+MAMC's N classes x 2 images, the pair-based methods' classes x images per class).
 """
 from __future__ import annotations
 
@@ -29,14 +31,18 @@ def bench(image_size: int = 40, method: str = "baseline", batch_size: int = 64, 
     labels = torch.randint(0, num_classes, (n_images,))
     mean, std = torch.full((3,), 0.5), torch.full((3,), 0.25)
     g = torch.Generator().manual_seed(0)
-    balanced = MODEL_CLASSES[method].needs.balanced
+    needs = MODEL_CLASSES[method].needs
+    if needs.balanced:                                 # the batch the method declares: classes x per class
+        per = needs.images_per_class
+        classes = min(num_classes, max(needs.classes, batch_size // per))
+        batch_size = classes * per
     t_data = t_model = 0.0
     for step in range(steps + 5):                      # the first 5 steps warm up and are not counted
         t0 = time.perf_counter()
         idx = torch.randint(0, n_images, (batch_size,), generator=g)
         x = normalise(augment(images[idx], 4, True, g), mean, std).contiguous(memory_format=torch.channels_last)
-        # class-balanced labels (16 classes x 4 images) so that pair-based methods can form their pairs
-        y = labels[idx] if not balanced else torch.arange(batch_size) // 4 % num_classes
+        # class-balanced labels (classes x the images per class the method needs) for pair-based methods
+        y = labels[idx] if not needs.balanced else torch.arange(batch_size) // needs.images_per_class
         t1 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             _, losses = model(x, y)
@@ -58,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--image-size", type=int, nargs="+", default=[40])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--method", nargs="+", default=["baseline", "bilinear"])
+    p.add_argument("--method", nargs="+", default=sorted(MODEL_CLASSES), choices=sorted(MODEL_CLASSES),
+                   help="methods to time (default: every registered method)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--precision", nargs="+", choices=["float32", "bfloat16", "auto"],
                    default=["float32", "bfloat16"],
@@ -69,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     kind = cpu_kind()
     print(f"CPU {kind['cpu']}: torch {kind['torch_capability']}, oneDNN ISA {kind['onednn_max_isa']}, "
           f"train.amp='auto' -> {resolve_precision('auto', 'cpu')}")
-    print(f"{'size':>5} {'method':>9} {'precision':>9} {'threads':>7} {'step ms':>8} {'img/s':>7} "
-          f"{'outside model':>13}")
+    print(f"{'size':>5} {'method':>9} {'batch':>5} {'precision':>9} {'threads':>7} {'step ms':>8} "
+          f"{'img/s':>7} {'outside model':>13}")
     for threads in args.threads:
         torch.set_num_threads(threads)
         for size in args.image_size:
@@ -80,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
                         precision = resolve_precision("auto", "cpu")
                     amp = precision == "bfloat16"
                     r = bench(size, method, steps=args.steps, amp=amp)
-                    print(f"{size:>5} {method:>9} {'bf16' if amp else 'fp32':>9} {threads:>7} {r['step_ms']:>8.1f} "
-                          f"{r['images_per_s']:>7.0f} {r['outside_model_pct']:>12.1f}%")
+                    print(f"{size:>5} {method:>9} {r['batch']:>5} {'bf16' if amp else 'fp32':>9} {threads:>7} "
+                          f"{r['step_ms']:>8.1f} {r['images_per_s']:>7.0f} {r['outside_model_pct']:>12.1f}%")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     a, b = (train_x - mean) / std, (test_x - mean) / std
     classes = int(max(train_y.max(), test_y.max())) + 1
     torch.manual_seed(0)
-    fc = nn.Linear(a.shape[1], classes)                          # W z + b
+    fc = nn.Linear(a.shape[1], classes, dtype=a.dtype)           # W z + b, in the features dtype
     opt = torch.optim.LBFGS(fc.parameters(), lr=1, max_iter=steps,
                             line_search_fn="strong_wolfe")
 
@@ -90,7 +90,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
     opt.step(closure)
     with torch.no_grad():
-        return (fc(b).argmax(1) == test_y).float().mean().item()
+        return (fc(b).argmax(1) == test_y).double().mean().item()
 
 
 def pretrained_backbone(widths: tuple[int, ...] = (16, 32, 64, 128), blocks: tuple[int, ...] = (1, 1, 1, 1)):

@@ -125,6 +125,11 @@ def _module_hash(module: str, state: tuple[int, int]) -> str:
     return hashlib.sha256(normalised_source(text).encode()).hexdigest()[:12]
 
 
+def module_hash(module: str) -> str:
+    """Hash of a module's normalised source (comments, docstrings and blank lines do not count)."""
+    return _module_hash(module, _state(module_path(module)))
+
+
 def builder_hash(method: str) -> str:
     """Hash of the registry's builder of `method` (how a config's fields reach the model's constructor)."""
     import inspect

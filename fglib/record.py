@@ -10,15 +10,20 @@
 3. The notebook is executed again with FGLIB_STORE_ONLY=1, so that its committed outputs are read
    from the store, exactly as `make test` will read them.
 
+Measurements on trained runs (fglib.measured) are noted and written the same way, into
+data/runs/evidence/, and listed in the chapter's index.
+
 Recording is refused under CI: CI verifies the store, it never writes it.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +69,43 @@ def read_usage(folder: Path) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
+def read_evidence_usage(folder: Path) -> list[dict[str, Any]]:
+    """The measurements a recording noted (fglib.measured.note), in order of first use."""
+    path = folder / "evidence.jsonl"
+    if not path.exists():
+        return []
+    merged: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        e = json.loads(line)
+        merged.setdefault(e["file"], e)
+    return list(merged.values())
+
+
+def stage_evidence(chapter: str, evidence: list[dict[str, Any]]) -> tuple[list[tuple[Path, Path]], int]:
+    """Temporary copies of the measurements the store lacks for the current code (from the local
+    cache), and how many the store already holds."""
+    staged, kept = [], 0
+    try:
+        for e in evidence:
+            final = store.evidence_dir() / e["file"]
+            if final.exists() and store.read_record(final, chapter)["fingerprint"] == e["fingerprint"]:
+                kept += 1
+                continue
+            cached = Path(e["cache"])
+            if not cached.exists():
+                raise store.StoreError(f"the measurement {e['file']} was used by {chapter} but is neither in "
+                                       "the store nor in the local cache; run the record again")
+            store.read_record(cached)                                # intact
+            tmp = store.temporary_path(final)
+            store.copy_atomic(cached, tmp)                           # byte for byte
+            staged.append((tmp, final))
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    return staged, kept
+
+
 def notebook_path(chapter: str) -> Path:
     path = REPO_ROOT / "book" / f"{chapter}.ipynb"
     if not (REPO_ROOT / "book" / f"{chapter}.md").exists():
@@ -98,8 +140,29 @@ def execute(notebook: Path, env: dict[str, str], output: Path | None = None) -> 
     subprocess.run([*cmd, str(notebook)], check=True, env={**os.environ, **env}, cwd=REPO_ROOT)
 
 
-def commit(chapter: str, entries: list[dict[str, Any]]) -> dict[str, int]:
-    """Write the chapter's runs into the store (atomically, file by file), then its index, then clean up."""
+@contextmanager
+def store_lock():
+    """One writer of the store at a time: two chapters recorded at once would otherwise collect each
+    other's new files as unused between their renames and their indexes."""
+    store.store_dir().mkdir(parents=True, exist_ok=True)
+    with open(store.store_dir() / ".record.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def commit(chapter: str, entries: list[dict[str, Any]],
+           evidence: list[dict[str, Any]] | None = None) -> dict[str, int]:
+    """Write the chapter's runs and measurements into the store (atomically, file by file), then its
+    index, then clean up; one chapter at a time (store_lock)."""
+    with store_lock():
+        return _commit(chapter, entries, evidence)
+
+
+def _commit(chapter: str, entries: list[dict[str, Any]],
+            evidence: list[dict[str, Any]] | None = None) -> dict[str, int]:
     from fglib.runner import cache_folder, lookup
 
     elsewhere = {r["key"] for ch in store.indexed_chapters() if ch != chapter
@@ -144,9 +207,18 @@ def commit(chapter: str, entries: list[dict[str, Any]]) -> dict[str, int]:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
-    for tmp, final in staged:                            # 2. renamed into place
+    evidence = evidence or []
+    try:
+        staged_evidence, counts["evidence kept"] = stage_evidence(chapter, evidence)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    counts["evidence"] = len(staged_evidence)
+    for tmp, final in staged + staged_evidence:          # 2. renamed into place
         tmp.replace(final)
-    store.write_index(chapter, [{k: e[k] for k in ("key", "variant", "seed", "weights")} for e in entries])
+    store.write_index(chapter, [{k: e[k] for k in ("key", "variant", "seed", "weights")} for e in entries],
+                      [{k: e[k] for k in ("file", "name", "key")} for e in evidence])
     counts["removed"] = collect_garbage()                # 3. files no chapter uses any more
     return counts
 
@@ -158,13 +230,15 @@ def _stage_text(final: Path, record: dict[str, Any]) -> tuple[Path, Path]:
 
 
 def collect_garbage() -> int:
-    """Remove run records and weights that no chapter index uses (after an index was replaced)."""
-    used, weights = set(), set()
+    """Remove run records, weights and measurements that no chapter index uses (after an index was
+    replaced)."""
+    used, weights, evidence = set(), set(), set()
     for ch in store.indexed_chapters():
         for r in store.read_index(ch):
             used.add(r["key"])
             if r["weights"]:
                 weights.add(r["key"])
+        evidence |= {e["file"] for e in store.read_evidence_index(ch)}
     removed = 0
     for path in store.store_dir().glob("*.json"):
         if path.stem not in used:
@@ -172,6 +246,10 @@ def collect_garbage() -> int:
             removed += 1
     for path in store.store_dir().glob("*.pt"):
         if path.stem not in weights:
+            path.unlink()
+            removed += 1
+    for path in store.evidence_dir().glob("*.json"):
+        if path.name not in evidence:
             path.unlink()
             removed += 1
     return removed
@@ -193,16 +271,18 @@ def record(chapter: str) -> None:
     print(f"record {chapter}: 1/3 executing the chapter, training what the store lacks", flush=True)
     execute(nb, {"FGLIB_RECORD_DIR": str(staging), "FGLIB_STORE_ONLY": "0", "FGLIB_CHAPTER": chapter},
             output=staging / nb.name)
-    entries = read_usage(staging)
-    if not entries and not store.chapter_index_path(chapter).exists():
-        print(f"record {chapter}: the chapter trains nothing; nothing to record", flush=True)
+    entries, evidence = read_usage(staging), read_evidence_usage(staging)
+    if not entries and not evidence and not store.chapter_index_path(chapter).exists():
+        print(f"record {chapter}: the chapter trains and measures nothing; nothing to record", flush=True)
         shutil.rmtree(staging, ignore_errors=True)
         return
-    print(f"record {chapter}: 2/3 writing {len(entries)} runs into {store.store_dir()}", flush=True)
-    counts = commit(chapter, entries)
+    print(f"record {chapter}: 2/3 writing {len(entries)} runs and {len(evidence)} measurements into "
+          f"{store.store_dir()}", flush=True)
+    counts = commit(chapter, entries, evidence)
     print(f"record {chapter}: 3/3 re-executing the chapter from the store", flush=True)
     execute(nb, {"FGLIB_STORE_ONLY": "1", "FGLIB_CHAPTER": chapter})
     shutil.rmtree(staging, ignore_errors=True)
     print(f"record {chapter}: {counts['recorded']} runs written ({counts['weights']} with weights), "
-          f"{counts['kept']} unchanged, {counts['removed']} unused files removed; "
+          f"{counts['kept']} unchanged, {counts['evidence']} measurements written "
+          f"({counts['evidence kept']} unchanged), {counts['removed']} unused files removed; "
           f"store size {store.size_bytes() / 1e6:.1f} MB. Review `git status data/runs` and commit.")

@@ -3,7 +3,10 @@
     data/runs/<key>.json            one run: config, code fingerprint, final metrics, evaluations,
                                     per-step loss terms, seconds, provenance, checksum
     data/runs/<key>.pt              its weights in float16, only for runs whose figures need them
-    data/runs/chapters/<name>.json  the runs a chapter uses: key, variant, seed, whether it needs weights
+    data/runs/chapters/<name>.json  the runs a chapter uses: key, variant, seed, whether it needs weights;
+                                    and the measurements it reads
+    data/runs/evidence/<m>-<key>.json  a measurement on trained runs (fglib.measured): its value,
+                                    the runs and code it was computed from, provenance, checksum
 
 <key> is the config's hash (`RunConfig.key()`); the record also holds the code fingerprint of the
 method (fglib.provenance). A chapter gets a stored run only when both match: a run whose fingerprint
@@ -50,6 +53,11 @@ def store_dir() -> Path:
 
 def chapters_dir() -> Path:
     return store_dir() / "chapters"
+
+
+def evidence_dir() -> Path:
+    """data/runs/evidence: the measurements chapters read (fglib.measured)."""
+    return store_dir() / "evidence"
 
 
 def run_path(key: str) -> Path:
@@ -107,9 +115,10 @@ def make_record(result, fingerprint: str, modules: dict[str, str], provenance: d
     return record
 
 
-def dumps(record: dict[str, Any]) -> str:
-    """One top-level field per line, each field compact: readable diffs, small files."""
-    lines = [f"  {json.dumps(k)}: {json.dumps(v, separators=(',', ':'), sort_keys=True)}"
+def dumps(record: dict[str, Any], sort_keys: bool = True) -> str:
+    """One top-level field per line, each field compact: readable diffs, small files. sort_keys=False
+    keeps the order of dicts inside the fields (a measurement's value keeps the order it was built in)."""
+    lines = [f"  {json.dumps(k)}: {json.dumps(v, separators=(',', ':'), sort_keys=sort_keys)}"
              for k, v in record.items()]
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
@@ -230,12 +239,21 @@ def read_index(chapter: str) -> list[dict[str, Any]]:
     return index["runs"]
 
 
+def read_evidence_index(chapter: str) -> list[dict[str, Any]]:
+    """The measurements a chapter reads: [{file, name, key}] (empty for a chapter that reads none)."""
+    read_index(chapter)                                   # the same checks and messages
+    return json.loads(chapter_index_path(chapter).read_text()).get("evidence", [])
+
+
 def indexed_chapters() -> list[str]:
     return sorted(p.stem for p in chapters_dir().glob("*.json"))
 
 
-def write_index(chapter: str, runs: list[dict[str, Any]]) -> None:
-    body = json.dumps({"format": FORMAT, "chapter": chapter, "runs": runs}, indent=1)
+def write_index(chapter: str, runs: list[dict[str, Any]], evidence: list[dict[str, Any]] | None = None) -> None:
+    index = {"format": FORMAT, "chapter": chapter, "runs": runs}
+    if evidence:
+        index["evidence"] = evidence
+    body = json.dumps(index, indent=1)
     write_text_atomic(chapter_index_path(chapter), body + "\n")
 
 
@@ -243,5 +261,5 @@ def chapters_using(key: str) -> list[str]:
     return [ch for ch in indexed_chapters() if any(r["key"] == key for r in read_index(ch))]
 
 
-def size_bytes() -> int:
-    return sum(p.stat().st_size for p in store_dir().rglob("*") if p.is_file())
+def size_bytes(folder: Path | None = None) -> int:
+    return sum(p.stat().st_size for p in (folder or store_dir()).rglob("*") if p.is_file())
