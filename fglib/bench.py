@@ -20,9 +20,10 @@ from fglib.train import build
 
 def bench(image_size: int = 40, method: str = "baseline", batch_size: int = 64, steps: int = 30,
           widths: tuple[int, ...] = (16, 32, 64, 128), num_classes: int = 24, n_images: int = 1536,
-          amp: bool = True, settings: dict | None = None) -> dict:
-    """One configuration's step time; amp=True is bfloat16 autocast, False float32. `settings`
-    are further dotted config fields, e.g. {"model.options": {"contrastive": "none"}}."""
+          amp: bool = True, settings: dict | None = None, warmup: int = 5) -> dict:
+    """One configuration's step time over `steps` steps after `warmup` uncounted ones; amp=True is
+    bfloat16 autocast, False float32. `settings` are further dotted config fields, e.g.
+    {"model.options": {"contrastive": "none"}}."""
     cfg = book_profile(**{"data.image_size": image_size, "model.method": method, "train.batch_size": batch_size,
                           "model.widths": widths, "model.blocks": (1,) * len(widths), **(settings or {})})
     model = build(cfg, num_classes).train().to(memory_format=torch.channels_last)   # as fglib.train does
@@ -37,7 +38,7 @@ def bench(image_size: int = 40, method: str = "baseline", batch_size: int = 64, 
         classes = min(num_classes, max(needs.classes, batch_size // per))
         batch_size = classes * per
     t_data = t_model = 0.0
-    for step in range(steps + 5):                      # the first 5 steps warm up and are not counted
+    for step in range(steps + warmup):                 # the first `warmup` steps are not counted
         t0 = time.perf_counter()
         idx = torch.randint(0, n_images, (batch_size,), generator=g)
         x = normalise(augment(images[idx], 4, True, g), mean, std).contiguous(memory_format=torch.channels_last)
@@ -51,7 +52,7 @@ def bench(image_size: int = 40, method: str = "baseline", batch_size: int = 64, 
         loss.backward()
         opt.step()
         t2 = time.perf_counter()
-        if step >= 5:
+        if step >= warmup:
             t_data, t_model = t_data + t1 - t0, t_model + t2 - t1
     step_s = (t_data + t_model) / steps
     return {"image_size": image_size, "method": method, "amp": amp, "batch": batch_size,

@@ -10,11 +10,16 @@ re-implements it.
 - `upsample`: a (h, w) map brought to the image's size for display.
 - `smoothed_terms`: the per-step loss terms of some runs with a rolling mean, to plot.
 - `relation_similarity`: the mean cosine similarity of part features over MAMC's four sets.
+- `first_per_class`, `first_test_images`: the subset of the test split most evidence is measured
+  on (the first images of every class), as the network sees it, with its parts.
+- `hardest_family_pairs`, `evenly`: confusable pairs in the family a model classifies worst, and
+  which of them a figure shows.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd
@@ -22,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from fglib.data.memory import normalise
+from fglib.train import load_data
 
 BATCH = 256
 
@@ -32,6 +38,54 @@ def normalised_images(
     """(N, 3, S, S): split.images normalised with train_set's channel mean and std, as the
     training engine normalises them (fglib.data.memory.normalise), then cast to dtype."""
     return normalise(split.images, *train_set.mean_std()).to(dtype)
+
+
+def first_per_class(labels: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Indices of the first `per_class` images of every class present, class by
+    class."""
+    return torch.cat([torch.nonzero(labels == k).flatten()[:per_class]
+                      for k in labels.unique().tolist()])
+
+
+@dataclass
+class FirstImages:
+    """The first images of every class of a test split, for evidence."""
+    index: torch.Tensor      # (n,) indices into the test split
+    x: torch.Tensor          # (n, 3, S, S) float64, normalised as the network sees them
+    labels: torch.Tensor     # (n,)
+    parts: torch.Tensor      # (n, P, 3) float64: x, y, visible
+    disc: torch.Tensor       # (n, P) bool: discriminative parts of each image's class
+    families: torch.Tensor   # (n,) the family of each image's class
+    size: int                # S
+
+
+def first_test_images(cfg, per_class: int) -> FirstImages:
+    """The first `per_class` test images of every class of cfg's dataset."""
+    train_set, test_set = load_data(cfg)
+    keep = first_per_class(test_set.labels, per_class)
+    return FirstImages(keep, normalised_images(train_set, test_set)[keep],
+                       test_set.labels[keep], test_set.parts[keep].double(),
+                       test_set.discriminative_parts()[keep],
+                       test_set.families[test_set.labels[keep]], cfg.data.image_size)
+
+
+def hardest_family_pairs(correct: torch.Tensor, labels: torch.Tensor,
+                         families: torch.Tensor, pooled: torch.Tensor):
+    """(family, a, b): the family with the lowest share of `correct` (N,) over its
+    images, a the indices of its images, and b for each the nearest image (squared
+    distance of the pooled features (N, D)) of another class of that family."""
+    shares = {int(f): correct[families == f].double().mean().item()
+              for f in families.unique()}
+    family = min(shares, key=shares.get)                    # the first of equal shares
+    a = torch.nonzero(families == family).flatten()
+    d = torch.cdist(pooled[a], pooled[a]) ** 2
+    d[labels[a][:, None] == labels[a][None, :]] = float("inf")
+    return family, a, a[d.argmin(1)]
+
+
+def evenly(n: int, k: int) -> list[int]:
+    """k of the indices 0..n-1, evenly spaced from 0 (fewer when n < k)."""
+    return list(range(0, n, max(1, n // k)))[:k]
 
 
 def in_batches(

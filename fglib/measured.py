@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
+import inspect
 import json
 import math
 import os
@@ -50,13 +51,16 @@ import torch
 
 from fglib import store
 from fglib.config import RunConfig
+from fglib import runner
 from fglib.paths import cache_dir
 from fglib.record import note_usage
 from fglib.runtime import current_chapter
 from fglib.provenance import (NOT_RESULT_CHANGING, code_fingerprint, cpu_kind, fglib_imports, module_hash,
-                              module_path)
+                              normalised_source)
 
-FORMAT = 2                # 2: dicts in a value keep their order (1 sorted them)
+# 2: dicts in a value keep their order (1 sorted them); 3: the value's own checksum, the loader's hash
+# and each run's weights in the fingerprint, defaults in the key
+FORMAT = 3
 # Modules a measurement's import walk stops at: they find, load and record runs (their results are
 # covered by each run's own fingerprint), configure, or print; they do not compute evidence.
 PLUMBING = NOT_RESULT_CHANGING | {"fglib.runner", "fglib.store", "fglib.record", "fglib.verify",
@@ -64,6 +68,15 @@ PLUMBING = NOT_RESULT_CHANGING | {"fglib.runner", "fglib.store", "fglib.record",
 ENV_RECORD_DIR = "FGLIB_RECORD_DIR"
 # CI re-computes one stored measurement per chapter while their recorded times add up to at most this.
 SAMPLE_BUDGET_SECONDS = 60.0
+
+
+# The `why` of a measurement computed by float64 forward passes (fglib.runner.load_model's default).
+FLOAT64 = ("float64 forward passes: CPUs differ by rounding only, about 1e-12 relative; a prediction, "
+           "a peak, a nearest neighbour or a channel's part changes only where two values are that close")
+
+
+class OutdatedEvidenceError(store.StoreError):
+    """A measurement record written by an older fglib (another record layout): stale, not corrupt."""
 
 
 class StaleEvidenceError(store.StaleRunError):
@@ -118,6 +131,17 @@ def _json_args(args: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(_canonical(args))                     # tuples -> lists, as the record stores them
 
 
+def bound_args(fn: Callable, args: Mapping[str, Any]) -> dict[str, Any]:
+    """args with fn's defaults filled in, as JSON: measure(f, r) and measure(f, r, radius=8.0) are
+    one value, and one record."""
+    try:
+        bound = inspect.signature(fn).bind(None, **args)
+    except TypeError as e:
+        raise TypeError(f"{qualified_name(fn)}: {e}") from None
+    bound.apply_defaults()
+    return _json_args({k: v for k, v in list(bound.arguments.items())[1:]})
+
+
 @dataclass
 class Measurement:
     """fn applied to runs (label -> RunConfig) with args: what is stored and how it is found."""
@@ -143,11 +167,30 @@ class Measurement:
         return code_modules(self.fn.__module__)
 
     def run_fingerprints(self) -> dict[str, str]:
-        return {label: code_fingerprint(cfg) for label, cfg in self.runs.items()}
+        """label -> the run's code fingerprint and the sha256 of the weights a measurement loads."""
+        return {label: f"{code_fingerprint(cfg)}:{weights_digest(cfg)}" for label, cfg in self.runs.items()}
 
     def fingerprint(self) -> str:
-        body = {"modules": self.modules(), "runs": self.run_fingerprints()}
+        body = {"modules": self.modules(), "runs": self.run_fingerprints(), "loader": loader_hash()}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def weights_digest(cfg: RunConfig) -> str:
+    """The sha256 of the weights fglib.runner.load_model would load for cfg: the store's (when it
+    holds the run with weights for the current code), else the local cache's; "none" before the
+    run is trained."""
+    record, where = runner.lookup(cfg)
+    if where == "store" and record.get("weights") and store.weights_path(cfg.key()).exists():
+        return record["weights"]["sha256"][:16]
+    path = runner.cache_folder(cfg) / "model.pt"
+    return store.file_sha256(path)[:16] if path.exists() else "none"
+
+
+def loader_hash() -> str:
+    """Hash of the code that turns a stored run into the model a measurement reads (load_model:
+    its dtype, eval mode; load_weights: the float16 -> float32 conversion)."""
+    text = "\n".join(inspect.getsource(f) for f in (runner.load_model, store.load_weights))
+    return hashlib.sha256(normalised_source(text).encode()).hexdigest()[:12]
 
 
 def code_modules(module: str) -> dict[str, str]:
@@ -222,6 +265,7 @@ def decode(value: Any) -> Any:
 def numbers(value: Any, path: str = "") -> Iterable[tuple[str, Any]]:
     """(path, leaf) of every leaf of an encoded value; arrays give one leaf per element."""
     if isinstance(value, dict) and set(value) == {"__array__"}:
+        yield f"{path}.shape", str(value["__array__"]["shape"])
         a = decode(value).double().flatten().tolist()
         for i, v in enumerate(a):
             yield f"{path}[{i}]", v
@@ -246,8 +290,9 @@ def stored_path(m: Measurement | str) -> Path:
     return store.evidence_dir() / (m if isinstance(m, str) else m.file)
 
 
-def cache_path(m: Measurement) -> Path:
-    return cache_dir() / "evidence" / f"{m.name}-{m.key}-{m.fingerprint()}-f{FORMAT}.json"
+def cache_path(m: Measurement, fingerprint: str | None = None) -> Path:
+    fp = fingerprint or m.fingerprint()
+    return cache_dir() / "evidence" / f"{m.name}-{m.key}-{fp}-f{FORMAT}.json"
 
 
 def read(path: Path, chapter: str | None = None) -> dict[str, Any]:
@@ -257,23 +302,38 @@ def read(path: Path, chapter: str | None = None) -> dict[str, Any]:
         raise store.StoreError(f"{path} is not a measurement record; restore it with `git checkout -- {path}`")
     if record.get("evidence_format", 1) != FORMAT:
         newer = record.get("evidence_format", 1) > FORMAT
-        raise store.StoreError(f"{path} was written by {'a newer' if newer else 'an older'} fglib (measurement "
-                               f"format {record.get('evidence_format', 1)}, this one reads {FORMAT}); "
-                               + ("update fglib" if newer else f"re-record it with `{store._fix(chapter)}`"))
+        error = store.StoreError if newer else OutdatedEvidenceError
+        raise error(f"{path} was written by {'a newer' if newer else 'an older'} fglib (measurement format "
+                    f"{record.get('evidence_format', 1)}, this one reads {FORMAT}); "
+                    + ("update fglib" if newer else f"re-record it with `{store._fix(chapter)}`"))
+    if not path.name.startswith(f"{record.get('name')}-{record.get('key')}") or \
+            record.get("value_sha256") != value_checksum(record.get("value")):
+        raise store.StoreError(f"{path} was edited by hand or is corrupted (its name or the order of its value "
+                               f"does not match its content); restore it with `git checkout -- {path}` or "
+                               f"re-record it with `{store._fix(chapter)}`")
     return record
 
 
+def value_checksum(value: Any) -> str:
+    """sha256 of the value as stored, in its order (the record's checksum sorts keys)."""
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()
+
+
 def lookup(m: Measurement) -> tuple[dict[str, Any] | None, str]:
-    """(record, where): where is 'store', 'cache' or 'none'; only records of the current code count."""
+    """(record, where): where is 'store', 'cache' or 'none'; only a record of this measurement (its
+    key) computed by the current code (its fingerprint) counts."""
     fp = m.fingerprint()
     path = stored_path(m)
     if path.exists():
-        record = read(path, _chapter())
-        if record["fingerprint"] == fp:
+        try:
+            record = read(path, _chapter())
+        except OutdatedEvidenceError:                      # stale: computed again, or an error
+            record = None                                  # under FGLIB_STORE_ONLY=1
+        if record is not None and record["fingerprint"] == fp and record["key"] == m.key:
             return record, "store"
     path = cache_path(m)
     if path.exists():
-        record = read(path)
+        record = read(path)                                # the cache path names the format
         if record["fingerprint"] == fp and record["key"] == m.key:
             return record, "cache"
     return None, "none"
@@ -283,9 +343,16 @@ def why_not_stored(m: Measurement) -> str:
     path = stored_path(m)
     if not path.exists():
         return "not in the store"
-    record = read(path)
-    now = {**m.modules(), **{f"run {k}": v for k, v in m.run_fingerprints().items()}}
-    then = {**record["modules"], **{f"run {k}": v for k, v in record["run_fingerprints"].items()}}
+    try:
+        record = read(path)
+    except OutdatedEvidenceError:
+        return "stale: written by an older fglib (another record layout)"
+    if record["key"] != m.key:
+        return f"another measurement ({record['fn']}, key {record['key']}) is stored under its name"
+    now = {**m.modules(), **{f"run {k} (code:weights)": v for k, v in m.run_fingerprints().items()},
+           "fglib.runner.load_model / fglib.store.load_weights": loader_hash()}
+    then = {**record["modules"], **{f"run {k} (code:weights)": v for k, v in record["run_fingerprints"].items()},
+            "fglib.runner.load_model / fglib.store.load_weights": record.get("loader")}
     changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
     return "stale: recorded before a change to " + (", ".join(changed) or "its code")
 
@@ -299,21 +366,24 @@ def _chapter() -> str | None:
 def compute(m: Measurement) -> dict[str, Any]:
     """Run the measurement on one torch thread (bit-reproducible on one CPU kind); its record."""
     spec = spec_of(m.fn)
-    fp, modules, run_fps = m.fingerprint(), m.modules(), m.run_fingerprints()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     start = time.perf_counter()
     try:
-        torch.manual_seed(0)
-        value = encode(m.fn(dict(m.runs), **m.args))
+        with torch.random.fork_rng(devices=[]):      # the caller's random state is left as it was
+            torch.manual_seed(0)
+            value = encode(m.fn(dict(m.runs), **m.args))
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
+    fp, modules, run_fps = m.fingerprint(), m.modules(), m.run_fingerprints()   # runs trained by now
     kind = cpu_kind()
     record = {"format": store.FORMAT, "evidence_format": FORMAT, "kind": "measurement", "name": m.name, "fn": qualified_name(m.fn),
               "key": m.key, "fingerprint": fp, "modules": modules, "run_fingerprints": run_fps,
+              "loader": loader_hash(),
               "runs": {label: cfg.key() for label, cfg in m.runs.items()}, "args": m.args,
               "tolerance": {"abs": spec.tol, "why": spec.why}, "value": value,
+              "value_sha256": value_checksum(value),
               "seconds": round(seconds, 2),
               "provenance": {"cpu": kind["cpu"], "torch_capability": kind["torch_capability"],
                              "onednn_max_isa": kind["onednn_max_isa"], "torch": kind["torch"],
@@ -331,8 +401,7 @@ def measure(fn: Callable, runs: RunConfig | Mapping[str, RunConfig], **args) -> 
     that names the command that records it.
     """
     spec_of(fn)
-    m = Measurement(fn, _as_runs(runs), _json_args(args))
-    note(m)
+    m = Measurement(fn, _as_runs(runs), bound_args(fn, args))
     record, where = lookup(m)
     if record is None:
         if store.store_only():
@@ -345,18 +414,21 @@ def measure(fn: Callable, runs: RunConfig | Mapping[str, RunConfig], **args) -> 
         print(f"fglib: computing {m.name} from the weights of {len(m.runs)} run(s) (not stored for this "
               f"code; local cache: {cache_path(m).parent})", flush=True)
         record = compute(m)
-        store.write_text_atomic(cache_path(m), store.dumps(record, sort_keys=False))
+        store.write_text_atomic(cache_path(m, record["fingerprint"]), store.dumps(record, sort_keys=False))
+    note(m, record)
     return decode(record["value"])
 
 
-def note(m: Measurement) -> None:
-    """While a chapter is being recorded: note the measurement and the runs whose weights it reads."""
+def note(m: Measurement, record: dict[str, Any]) -> None:
+    """While a chapter is being recorded: note the measurement (its record: from the store, or the
+    local cache file it was written to) and the runs whose weights it reads."""
     for cfg in m.runs.values():
         note_usage(cfg, weights=True)
     folder = os.environ.get(ENV_RECORD_DIR)
     if folder:
-        line = {"key": m.key, "name": m.name, "file": m.file, "fingerprint": m.fingerprint(),
-                "cache": str(cache_path(m))}
+        line = {"key": m.key, "name": m.name, "file": m.file, "fingerprint": record["fingerprint"],
+                "format": record["evidence_format"],
+                "cache": str(cache_path(m, record["fingerprint"]))}
         with open(Path(folder) / "evidence.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
 
@@ -379,14 +451,18 @@ def same_kind(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def compare(chapter: str, stored: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
-    """One row: the largest difference over the value's numbers, the rule, and whether it holds."""
+    """One row: the largest difference over the value's numbers, the rule, and whether it holds.
+    The tolerance is fresh's (the current code's), so a changed `tol` applies at once."""
     a, b = list(numbers(stored["value"])), list(numbers(fresh["value"]))
     exact = same_kind(stored, fresh)
-    tol = 0.0 if exact else stored["tolerance"]["abs"]
-    worst, where, ok = 0.0, "", len(a) == len(b)
+    tol = 0.0 if exact else fresh["tolerance"]["abs"]
+    worst, where, ok = 0.0, "", True
+    if [p for p, _ in a] != [p for p, _ in b]:                  # other keys, lengths or shapes
+        first = next((p for (p, _), (q, _) in zip(a, b) if p != q), f"{len(a)} vs {len(b)} numbers")
+        worst, where, ok = math.inf, f"structure differs at {first}", False
     for (path, x), (_, y) in zip(a, b):
         if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
-            if math.isnan(x) and math.isnan(y):
+            if x == y or (math.isnan(x) and math.isnan(y)):            # equal infinities too
                 continue
             d = abs(y - x) if not (math.isnan(x) or math.isnan(y)) else math.inf
             if d > worst:
@@ -398,7 +474,7 @@ def compare(chapter: str, stored: dict[str, Any], fresh: dict[str, Any]) -> dict
         ok = ok and store.same_numbers(stored["value"], fresh["value"])
     return {"chapter": chapter, "measurement": stored["name"], "file": f"{stored['name']}-{stored['key']}.json",
             "numbers": len(a), "max |diff|": worst, "at": where, "tol": tol,
-            "rule": "same CPU kind: identical" if exact else f"other CPU kind: <= {tol:g} ({stored['tolerance']['why']})",
+            "rule": "same CPU kind: identical" if exact else f"other CPU kind: <= {tol:g} ({fresh['tolerance']['why']})",
             "seconds": stored["seconds"], "ok": bool(ok)}
 
 
@@ -407,10 +483,11 @@ def verify(entries: list[tuple[str, str]], keep: Path | None = None) -> pd.DataF
     rows = []
     for chapter, file in entries:
         stored = read(stored_path(file), chapter)
-        fresh = compute(from_record(stored))
-        if fresh["fingerprint"] != stored["fingerprint"]:
-            raise StaleEvidenceError(f"{stored_path(file)} is stale ({why_not_stored(from_record(stored))}); "
+        m = from_record(stored)
+        if m.fingerprint() != stored["fingerprint"] or m.key != stored["key"]:   # before computing anything
+            raise StaleEvidenceError(f"{stored_path(file)} is stale ({why_not_stored(m)}); "
                                      f"record it with `make record CH={chapter}`")
+        fresh = compute(m)
         if keep is not None:
             store.write_text_atomic(keep / file, store.dumps(fresh, sort_keys=False))
         rows.append(compare(chapter, stored, fresh))
@@ -418,9 +495,10 @@ def verify(entries: list[tuple[str, str]], keep: Path | None = None) -> pd.DataF
 
 
 def sample(chapters: Iterable[str], salt: str, budget: float | None) -> list[tuple[str, str]]:
-    """One stored measurement per chapter, picked by hashing (salt, chapter), chapters taken in an
-    order that rotates with the salt while the recorded seconds add up to at most `budget` (always
-    at least one; None: every chapter)."""
+    """One stored measurement per chapter, picked by hashing (salt, chapter) among those that took
+    at most `budget` seconds when recorded; chapters are taken in an order that rotates with the salt
+    while the picks' seconds add up to at most `budget` (None: every chapter, any measurement).
+    Longer measurements are re-computed by `python -m fglib store verify --all`."""
     chapters = sorted(chapters, key=lambda ch: hashlib.sha256(f"{salt}:evidence-order:{ch}".encode()).hexdigest())
     picked: list[tuple[str, str]] = []
     spent, seen = 0.0, set()
@@ -431,7 +509,7 @@ def sample(chapters: Iterable[str], salt: str, budget: float | None) -> list[tup
         start = int(hashlib.sha256(f"{salt}:evidence:{ch}".encode()).hexdigest(), 16) % len(files)
         order = [files[(start + i) % len(files)] for i in range(len(files))]
         cost = {f: _seconds(f) for f in order}
-        fits = [f for f in order if budget is None or not picked or spent + cost[f] <= budget]
+        fits = [f for f in order if budget is None or spent + cost[f] <= budget]
         if fits:
             picked.append((ch, fits[0]))
             seen.add(fits[0])

@@ -78,7 +78,7 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     a, b = (train_x - mean) / std, (test_x - mean) / std
     classes = int(max(train_y.max(), test_y.max())) + 1
     torch.manual_seed(0)
-    fc = nn.Linear(a.shape[1], classes, dtype=a.dtype)           # W z + b, in the features dtype
+    fc = nn.Linear(a.shape[1], classes, dtype=a.dtype)          # W z + b
     opt = torch.optim.LBFGS(fc.parameters(), lr=1, max_iter=steps,
                             line_search_fn="strong_wolfe")
 

@@ -234,14 +234,26 @@ def cpu_has_native_bf16() -> bool:
     return has and capability.startswith("AVX512") and onednn_ok
 
 
+AUTO_PRECISION_ENV = "FGLIB_AUTO_PRECISION"
+
+
 def resolve_precision(amp: bool | str, device_type: str) -> str:
-    """'float16', 'bfloat16' or 'float32': what `train.amp` means on this device."""
+    """'float16', 'bfloat16' or 'float32': what `train.amp` means on this device.
+
+    FGLIB_AUTO_PRECISION=float32|bfloat16 fixes what "auto" means on a CPU: the store's verification
+    re-trains a run in the precision it was recorded in, so that another CPU changes only the
+    summation order, not the arithmetic."""
     if amp is False:
         return "float32"
     if device_type == "cuda":
         return "float16"
     if amp is True:
         return "bfloat16"
+    forced = os.environ.get(AUTO_PRECISION_ENV, "")
+    if forced:
+        if forced not in ("float32", "bfloat16"):
+            raise ValueError(f"{AUTO_PRECISION_ENV} must be float32 or bfloat16, got {forced!r}")
+        return forced
     return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 

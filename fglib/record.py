@@ -88,7 +88,8 @@ def stage_evidence(chapter: str, evidence: list[dict[str, Any]]) -> tuple[list[t
     try:
         for e in evidence:
             final = store.evidence_dir() / e["file"]
-            if final.exists() and store.read_record(final, chapter)["fingerprint"] == e["fingerprint"]:
+            stored = store.read_record(final, chapter) if final.exists() else {}
+            if stored.get("fingerprint") == e["fingerprint"] and stored.get("evidence_format") == e["format"]:
                 kept += 1
                 continue
             cached = Path(e["cache"])

@@ -186,17 +186,35 @@ def scratch_dir(name: str) -> Path:
 
 
 def retrain(keys: list[str], folder: Path, progress: bool | None = None) -> dict[str, dict[str, Any]]:
-    """Re-train stored runs into folder/<key>-<fingerprint>/ (resumable); their new records by key."""
-    from fglib.provenance import code_fingerprint
+    """Re-train stored runs into folder/<key>-<fingerprint>/ (resumable); their new records by key.
+
+    Each run is re-trained in the precision it was recorded in (FGLIB_AUTO_PRECISION for
+    train.amp="auto"): a float32 run recorded on an AVX2 machine is re-trained in float32 on a
+    machine where "auto" would pick bfloat16, so that only the summation order differs."""
+    from fglib.provenance import AUTO_PRECISION_ENV, code_fingerprint
     from fglib.runner import train_missing
 
-    cfgs = [RunConfig.from_dict(store.read_record(store.run_path(k))["config"]) for k in keys]
+    records = [store.read_record(store.run_path(k)) for k in keys]
 
     def folder_of(cfg: RunConfig) -> Path:
         return folder / f"{cfg.key()}-{code_fingerprint(cfg)}"
 
-    train_missing(cfgs, folder_of=folder_of, progress=progress)
-    return {c.key(): store.read_record(folder_of(c) / "result.json") for c in cfgs}
+    by_precision: dict[str, list[RunConfig]] = {}
+    for r in records:
+        by_precision.setdefault(r["provenance"]["precision"], []).append(RunConfig.from_dict(r["config"]))
+    before = os.environ.get(AUTO_PRECISION_ENV)
+    try:
+        for precision, cfgs in by_precision.items():
+            if precision in ("float32", "bfloat16"):          # spawned workers inherit os.environ
+                os.environ[AUTO_PRECISION_ENV] = precision
+            train_missing(cfgs, folder_of=folder_of, progress=progress)
+    finally:
+        if before is None:
+            os.environ.pop(AUTO_PRECISION_ENV, None)
+        else:
+            os.environ[AUTO_PRECISION_ENV] = before
+    return {r["key"]: store.read_record(folder_of(RunConfig.from_dict(r["config"])) / "result.json")
+            for r in records}
 
 
 def verify(entries: list[Entry], progress: bool | None = False, keep: bool = False) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import torch
 
 from fglib import measured, record, store, verify
 from fglib.chapters.common import stored_weights_top1
+from fglib.chapters.pretraining import linear_probe_top1
 from fglib.config import book_profile
 from fglib.measured import measure
 
@@ -39,6 +40,12 @@ def measured_store(tmp_path, monkeypatch):
     return runs, value
 
 
+def rewrite(path, rec):
+    """Write an altered record as the record command would (checksums updated): a plausible file."""
+    rec = {**rec, "value_sha256": measured.value_checksum(rec["value"])}
+    store.write_text_atomic(path, store.dumps({**rec, "sha256": store.checksum(rec)}, sort_keys=False))
+
+
 def only_file():
     files = list(store.evidence_dir().glob("*.json"))
     assert len(files) == 1
@@ -63,9 +70,14 @@ def test_a_stored_value_keeps_the_order_of_its_dicts(measured_store):
     path = only_file()
     rec = store.read_record(path)
     rec["value"] = measured.encode({"zeta": 1, "alpha": {"y": 2, "b": 3}})
-    store.write_text_atomic(path, store.dumps({**rec, "sha256": store.checksum(rec)}, sort_keys=False))
+    rewrite(path, rec)
     value = measured.decode(measured.read(path)["value"])
     assert list(value) == ["zeta", "alpha"] and list(value["alpha"]) == ["y", "b"]
+    rec = measured.read(path)
+    rec["value"] = {"alpha": rec["value"]["alpha"], "zeta": 1}          # reordered by hand
+    store.write_text_atomic(path, store.dumps({**rec, "sha256": store.checksum(rec)}, sort_keys=False))
+    with pytest.raises(store.StoreError, match="order of its value"):
+        measured.read(path)
 
 
 def test_values_that_cannot_be_stored_say_what_to_do():
@@ -84,7 +96,9 @@ def test_only_decorated_fglib_functions_are_measurements():
     with pytest.raises(TypeError, match="outside fglib"):
         measure(local, book_profile())
     with pytest.raises(TypeError, match="plain JSON"):
-        measure(stored_weights_top1, book_profile(), x=object())
+        measure(linear_probe_top1, book_profile(), kappa=object())
+    with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
+        measure(stored_weights_top1, book_profile(), x=1)
 
 
 def test_the_key_covers_function_runs_and_arguments():
@@ -94,6 +108,9 @@ def test_the_key_covers_function_runs_and_arguments():
     assert m.key != measured.Measurement(stored_weights_top1, {"other label": base}, {}).key
     assert m.key != measured.Measurement(stored_weights_top1, {"r": base}, {"x": 1}).key
     assert m.key == measured.Measurement(stored_weights_top1, {"r": book_profile()}, {}).key
+    defaults = measured.bound_args(linear_probe_top1, {})                  # defaults are part of the key
+    assert defaults == measured.bound_args(linear_probe_top1, {"kappa": 1e-4}) == {"kappa": 1e-4, "steps": 200}
+    assert defaults != measured.bound_args(linear_probe_top1, {"steps": 100})
 
 
 def test_the_fingerprint_covers_the_measurement_code_but_not_the_plumbing():
@@ -141,7 +158,7 @@ def test_a_missing_measurement_under_store_only_names_the_command(measured_store
     runs, _ = measured_store
     monkeypatch.setenv("FGLIB_STORE_ONLY", "1")
     with pytest.raises(measured.StaleEvidenceError, match="not in the store.*make record"):
-        measure(stored_weights_top1, runs, unused_argument=1)
+        measure(stored_weights_top1, {"only seed 1": runs["seed 1"]})
 
 
 def test_a_hand_edited_measurement_is_refused(measured_store):
@@ -173,7 +190,7 @@ def test_verification_on_the_same_kind_is_exact_and_catches_an_altered_value(mea
     path = only_file()
     rec = store.read_record(path)
     rec["value"]["seed 0"] += 1e-9                                  # re-checksummed: a plausible record
-    store.write_record(path, rec)
+    rewrite(path, rec)
     assert not measured.verify([("demo", path.name)]).ok.any()
 
 
@@ -182,11 +199,11 @@ def test_verification_on_another_kind_uses_the_stated_tolerance(measured_store, 
     rec = store.read_record(path)
     rec["provenance"]["cpu_kind"] = "another kind"
     rec["value"]["seed 0"] += 0.5 * rec["tolerance"]["abs"]
-    store.write_record(path, rec)
+    rewrite(path, rec)
     row = measured.verify([("demo", path.name)]).iloc[0]
     assert row.ok and "other CPU kind" in row.rule and row.tol == rec["tolerance"]["abs"]
     rec["value"]["seed 0"] += 2 * rec["tolerance"]["abs"]
-    store.write_record(path, rec)
+    rewrite(path, rec)
     assert not measured.verify([("demo", path.name)]).ok.any()
 
 
@@ -199,7 +216,7 @@ def test_the_sample_rotates_and_keeps_to_its_budget(monkeypatch):
     assert all(len(p) == 2 for p in picks)                          # 2 x 10 s fit in 25 s, 3 do not
     assert {f for p in picks for _, f in p if f.startswith("a")} == {f"a{i}.json" for i in range(4)}
     assert len(measured.sample(index, salt="x", budget=None)) == 3
-    assert len(measured.sample(index, salt="x", budget=0.0)) == 1   # always at least one
+    assert measured.sample(index, salt="x", budget=0.0) == []        # longer ones: `store verify --all`
 
 
 # -- the committed store ----------------------------------------------------------------------------------
@@ -239,3 +256,32 @@ def test_ci_verification_sample_of_measurements():
     VERIFIED.append(table)
     bad = table[~table.ok]
     assert bad.empty, f"stored measurements do not re-compute to their values:\n{bad.to_string(index=False)}"
+
+
+def test_compare_treats_equal_infinities_and_nans_as_equal_and_counts_numbers():
+    def rec(value, kind="k"):
+        return {"name": "m", "key": "0", "seconds": 1.0, "value": measured.encode(value),
+                "provenance": {"cpu_kind": kind}, "tolerance": {"abs": 0.1, "why": "test"}}
+    a = {"x": torch.tensor([1.0, -math.inf, math.nan]), "y": 2.0}
+    assert measured.compare("c", rec(a), rec(a))["ok"]
+    b = {"x": torch.tensor([1.05, -math.inf, math.nan]), "y": 2.0}
+    assert not measured.compare("c", rec(a), rec(b))["ok"]                 # same kind: identical
+    row = measured.compare("c", rec(a), rec(b, kind="other"))
+    assert row["ok"] and row["numbers"] == 5 and row["at"] == ".x[0]"       # the shape, 3 values, y
+    c = {"x": torch.tensor([1.0, math.inf, math.nan]), "y": 2.0}
+    assert not measured.compare("c", rec(a), rec(c, kind="other"))["ok"]
+    d = {"x": torch.tensor([[1.0, -math.inf, math.nan]]), "y": 2.0}      # another shape
+    row = measured.compare("c", rec(a), rec(d, kind="other"))
+    assert not row["ok"] and row["at"] == ".x.shape"
+
+
+def test_a_record_of_an_older_layout_is_stale_not_corrupt(measured_store, monkeypatch):
+    runs, value = measured_store
+    path = only_file()
+    rec = measured.read(path)
+    rewrite(path, {**rec, "evidence_format": measured.FORMAT - 1})
+    monkeypatch.setenv("FGLIB_STORE_ONLY", "1")
+    with pytest.raises(measured.StaleEvidenceError, match="older fglib"):
+        measure(stored_weights_top1, runs)
+    monkeypatch.delenv("FGLIB_STORE_ONLY")
+    assert measure(stored_weights_top1, runs) == value                 # computed again

@@ -5,6 +5,7 @@ itself: every run a chapter uses is fresh for the current code, and CI's sample 
 stored numbers (equal on the recording CPU kind, within seed noise on another).
 """
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -389,3 +390,33 @@ def test_store_note_lines_fit_the_book_column(monkeypatch):
     assert max(len(line) for line in note.splitlines()) <= 88
     assert max(len(line) for line in store_note(pd.DataFrame({"key": keys}), width=200)
                .splitlines()) > 88
+
+
+def test_auto_precision_can_be_fixed_for_verification(monkeypatch):
+    monkeypatch.setattr(provenance, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.delenv(provenance.AUTO_PRECISION_ENV, raising=False)
+    assert provenance.resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setenv(provenance.AUTO_PRECISION_ENV, "float32")
+    assert provenance.resolve_precision("auto", "cpu") == "float32"
+    assert provenance.resolve_precision(True, "cpu") == "bfloat16"       # an explicit setting wins
+    monkeypatch.setenv(provenance.AUTO_PRECISION_ENV, "half")
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        provenance.resolve_precision("auto", "cpu")
+
+
+def test_verification_retrains_in_the_recorded_precision(tiny_store, monkeypatch, tmp_path):
+    """A float32 run recorded on an AVX2 machine is re-trained in float32 where "auto" would pick
+    bfloat16 (a bfloat16 re-train moved an API-Net run by 7 points: not a summation-order effect)."""
+    base, runs = tiny_store
+    keys = list(runs.key[:2])
+    for key, precision in zip(keys, ["float32", "bfloat16"]):
+        rec = store.read_record(store.run_path(key))
+        rec["provenance"]["precision"] = precision
+        store.write_record(store.run_path(key), rec)
+    seen = []
+    monkeypatch.setattr(runner, "train_missing", lambda cfgs, **kw: seen.append(
+        (os.environ.get(provenance.AUTO_PRECISION_ENV), [c.key() for c in cfgs])))
+    with pytest.raises(store.StoreError):                  # nothing was trained: no results to read
+        verify.retrain(keys, tmp_path / "scratch")
+    assert seen == [("float32", [keys[0]]), ("bfloat16", [keys[1]])]
+    assert provenance.AUTO_PRECISION_ENV not in os.environ

@@ -1,17 +1,17 @@
-"""Measurements more than one chapter can read."""
+"""Measurements on any runs, for every chapter (and the tests of fglib.measured)."""
 from __future__ import annotations
 
 from fglib.evidence import normalised_images, predictions
-from fglib.measured import measurement
+from fglib.measured import FLOAT64, measurement
 from fglib.runner import load_model
 from fglib.train import load_data
 
 
-@measurement(tol=1e-6, why="float64 forward passes: CPUs differ by rounding only, ~1e-12 in a "
-             "logit; an image would need two logits that close to change its prediction")
+@measurement(tol=1e-6, why=FLOAT64)
 def stored_weights_top1(runs) -> dict[str, float]:
-    """Test top-1 (%) of each run re-computed in float64 from its stored float16 weights: how much
-    storing the weights in half precision moves the accuracy the run recorded."""
+    """Test top-1 (%) of each run re-computed in float64 from its stored float16
+    weights: how much storing the weights in half precision moves the accuracy the run
+    recorded."""
     out = {}
     for label, cfg in runs.items():
         train_set, test_set = load_data(cfg)
