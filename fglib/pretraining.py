@@ -72,8 +72,13 @@ def pooled_features(backbone: nn.Module, images: torch.Tensor, batch_size: int =
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                 test_y: torch.Tensor, kappa: float = 1e-4, steps: int = 200) -> float:
-    """Test top-1 of a softmax classifier on fixed features, fitted with L-BFGS."""
+                 test_y: torch.Tensor, kappa: float = 1e-4, steps: int = 2000) -> float:
+    """Test top-1 of a softmax classifier on fixed features, fitted with L-BFGS to
+    convergence: it stops when the gradient or the change of the loss is below
+    L-BFGS's tolerances (about 650 evaluations on the book's features), well before
+    `steps`. Stopped early (200 steps), the last iterate depended on the CPU's
+    rounding: 70.0 % with AVX-512 kernels, 69.9 % with AVX2 ones; converged, both
+    give 70.2 %."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6        # standardise per channel
     a, b = (train_x - mean) / std, (test_x - mean) / std
     classes = int(max(train_y.max(), test_y.max())) + 1

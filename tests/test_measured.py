@@ -109,7 +109,7 @@ def test_the_key_covers_function_runs_and_arguments():
     assert m.key != measured.Measurement(stored_weights_top1, {"r": base}, {"x": 1}).key
     assert m.key == measured.Measurement(stored_weights_top1, {"r": book_profile()}, {}).key
     defaults = measured.bound_args(linear_probe_top1, {})                  # defaults are part of the key
-    assert defaults == measured.bound_args(linear_probe_top1, {"kappa": 1e-4}) == {"kappa": 1e-4, "steps": 200}
+    assert defaults == measured.bound_args(linear_probe_top1, {"kappa": 1e-4}) == {"kappa": 1e-4, "steps": 2000}
     assert defaults != measured.bound_args(linear_probe_top1, {"steps": 100})
 
 

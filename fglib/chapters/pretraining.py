@@ -11,10 +11,11 @@ from fglib.runner import load_model
 from fglib.train import load_data
 
 
-@measurement(tol=1e-6, why="float64 end to end: the features and the L2-regularised "
-             "(strictly convex) probe differ between CPUs by rounding only, ~1e-12; a "
-             "test image would have to lie that close to a decision boundary to flip")
-def linear_probe_top1(runs, kappa: float = 1e-4, steps: int = 200) -> float:
+@measurement(tol=0.25, why="float64 end to end, but L-BFGS stops at its tolerance "
+             "(a gradient of ~1e-6), a point that rounding moves: with torch's AVX2 "
+             "kernels instead of AVX-512 ones one test image of 1,440 flipped (0.07 "
+             "points); 0.25 points allows three")
+def linear_probe_top1(runs, kappa: float = 1e-4, steps: int = 2000) -> float:
     """Linear-probe top-1 (%) on the benchmark of runs["data"] of one backbone's pooled
     features, in float64: the backbone of run runs["backbone"] or, without one, a
     random initialisation (torch seeded with 0)."""
