@@ -38,7 +38,6 @@ import inspect
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -171,8 +170,12 @@ class Measurement:
         return {label: f"{code_fingerprint(cfg)}:{weights_digest(cfg)}" for label, cfg in self.runs.items()}
 
     def fingerprint(self) -> str:
-        body = {"modules": self.modules(), "runs": self.run_fingerprints(), "loader": loader_hash()}
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+        return fingerprint_of(self.modules(), self.run_fingerprints())
+
+
+def fingerprint_of(modules: dict[str, str], run_fingerprints: dict[str, str]) -> str:
+    body = {"modules": modules, "runs": run_fingerprints, "loader": loader_hash()}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def weights_digest(cfg: RunConfig) -> str:
@@ -331,7 +334,7 @@ def lookup(m: Measurement) -> tuple[dict[str, Any] | None, str]:
             record = None                                  # under FGLIB_STORE_ONLY=1
         if record is not None and record["fingerprint"] == fp and record["key"] == m.key:
             return record, "store"
-    path = cache_path(m)
+    path = cache_path(m, fp)
     if path.exists():
         record = read(path)                                # the cache path names the format
         if record["fingerprint"] == fp and record["key"] == m.key:
@@ -376,7 +379,8 @@ def compute(m: Measurement) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
-    fp, modules, run_fps = m.fingerprint(), m.modules(), m.run_fingerprints()   # runs trained by now
+    modules, run_fps = m.modules(), m.run_fingerprints()      # the runs are trained by now
+    fp = fingerprint_of(modules, run_fps)
     kind = cpu_kind()
     record = {"format": store.FORMAT, "evidence_format": FORMAT, "kind": "measurement", "name": m.name, "fn": qualified_name(m.fn),
               "key": m.key, "fingerprint": fp, "modules": modules, "run_fingerprints": run_fps,
@@ -478,7 +482,7 @@ def compare(chapter: str, stored: dict[str, Any], fresh: dict[str, Any]) -> dict
             "seconds": stored["seconds"], "ok": bool(ok)}
 
 
-def verify(entries: list[tuple[str, str]], keep: Path | None = None) -> pd.DataFrame:
+def verify(entries: list[tuple[str, str]]) -> pd.DataFrame:
     """Re-compute stored measurements (chapter, file) from the stored weights and compare."""
     rows = []
     for chapter, file in entries:
@@ -488,8 +492,6 @@ def verify(entries: list[tuple[str, str]], keep: Path | None = None) -> pd.DataF
             raise StaleEvidenceError(f"{stored_path(file)} is stale ({why_not_stored(m)}); "
                                      f"record it with `make record CH={chapter}`")
         fresh = compute(m)
-        if keep is not None:
-            store.write_text_atomic(keep / file, store.dumps(fresh, sort_keys=False))
         rows.append(compare(chapter, stored, fresh))
     return pd.DataFrame(rows)
 
@@ -523,9 +525,3 @@ def _seconds(file: str) -> float:
     except (store.StoreError, KeyError, ValueError):
         return math.inf
 
-
-def scratch_dir() -> Path:
-    folder = cache_dir() / "verify-evidence"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return folder

@@ -223,8 +223,8 @@ def chapter_index_path(chapter: str) -> Path:
     return chapters_dir() / f"{chapter}.json"
 
 
-def read_index(chapter: str) -> list[dict[str, Any]]:
-    """The runs a chapter uses: [{key, variant, seed, weights}]."""
+def read_chapter_index(chapter: str) -> dict[str, Any]:
+    """A chapter's whole index, validated: {"runs": [...], "evidence": [...] (optional)}."""
     path = chapter_index_path(chapter)
     if not path.exists():
         raise StoreError(f"the store has no index for chapter {chapter!r} ({path}); record it with "
@@ -236,13 +236,17 @@ def read_index(chapter: str) -> list[dict[str, Any]]:
                          f"or re-record with `{_fix(chapter)}`") from None
     if index.get("format", 0) > FORMAT:
         raise StoreError(f"{path} was written by a newer fglib (format {index['format']}); update fglib")
-    return index["runs"]
+    return index
+
+
+def read_index(chapter: str) -> list[dict[str, Any]]:
+    """The runs a chapter uses: [{key, variant, seed, weights}]."""
+    return read_chapter_index(chapter)["runs"]
 
 
 def read_evidence_index(chapter: str) -> list[dict[str, Any]]:
     """The measurements a chapter reads: [{file, name, key}] (empty for a chapter that reads none)."""
-    read_index(chapter)                                   # the same checks and messages
-    return json.loads(chapter_index_path(chapter).read_text()).get("evidence", [])
+    return read_chapter_index(chapter).get("evidence", [])
 
 
 def indexed_chapters() -> list[str]:

@@ -29,6 +29,8 @@ import pandas as pd
 from fglib import store
 from fglib.config import RunConfig
 from fglib.paths import REPO_ROOT
+from fglib.provenance import AUTO_PRECISION_ENV, code_fingerprint
+from fglib.runner import train_missing
 
 K, FLOOR, MIN_SEEDS = 3.0, 0.015, 3
 # CI's rotating sample prefers runs that trained in at most this long (the pretraining run and the
@@ -191,9 +193,6 @@ def retrain(keys: list[str], folder: Path, progress: bool | None = None) -> dict
     Each run is re-trained in the precision it was recorded in (FGLIB_AUTO_PRECISION for
     train.amp="auto"): a float32 run recorded on an AVX2 machine is re-trained in float32 on a
     machine where "auto" would pick bfloat16, so that only the summation order differs."""
-    from fglib.provenance import AUTO_PRECISION_ENV, code_fingerprint
-    from fglib.runner import train_missing
-
     records = [store.read_record(store.run_path(k)) for k in keys]
 
     def folder_of(cfg: RunConfig) -> Path:

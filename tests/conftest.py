@@ -9,6 +9,20 @@ torch.set_num_threads(int(os.environ.get("FGLIB_THREADS", "1")))
 CHAPTER_BUDGET_S = 30         # each chapter should execute from the store in 30 s on the 2-core CI machine
 
 
+# A store-sized run that trains in a second: the tiny stores of test_store.py and test_measured.py.
+TINY = {"data.image_size": 32, "data.synth": {"num_classes": 4, "images_per_class": 8, "families": 2},
+        "model.widths": (8, 16), "model.blocks": (1, 1), "train.epochs": 1, "train.batch_size": 8}
+
+
+@pytest.fixture
+def isolated_data(tmp_path, monkeypatch):
+    """A store (tmp/data) and a cache (tmp/cache) of the test's own, trained on one worker."""
+    monkeypatch.setenv("FGLIB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FGLIB_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FGLIB_WORKERS", "1")
+    return tmp_path
+
+
 # Filled by tests/test_store.py's verification of the results store; printed at the end of the run.
 VERIFIED: list = []
 

@@ -14,18 +14,14 @@ from fglib.chapters.pretraining import linear_probe_top1
 from fglib.config import book_profile
 from fglib.measured import measure
 
-from conftest import VERIFIED
+from conftest import TINY, VERIFIED
 
-TINY = {"data.image_size": 32, "data.synth": {"num_classes": 4, "images_per_class": 8, "families": 2},
-        "model.widths": (8, 16), "model.blocks": (1, 1), "train.epochs": 1, "train.batch_size": 8}
 
 
 @pytest.fixture
-def measured_store(tmp_path, monkeypatch):
+def measured_store(isolated_data, monkeypatch):
     """A store with chapter 'demo': two tiny runs with weights and one measurement on them."""
-    monkeypatch.setenv("FGLIB_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FGLIB_DATA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("FGLIB_WORKERS", "1")
+    tmp_path = isolated_data
     base = book_profile(**TINY)
     runs = {"seed 0": base, "seed 1": base.override(**{"train.seed": 1})}
     folder = tmp_path / "recording"

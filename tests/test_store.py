@@ -18,10 +18,8 @@ from fglib import provenance, record, store, verify
 from fglib.config import RunConfig, book_profile
 from fglib.provenance import code_fingerprint, normalised_source
 
-from conftest import VERIFIED
+from conftest import TINY, VERIFIED
 
-TINY = {"data.image_size": 32, "data.synth": {"num_classes": 4, "images_per_class": 8, "families": 2},
-        "model.widths": (8, 16), "model.blocks": (1, 1), "train.epochs": 1, "train.batch_size": 8}
 VARIANTS = {"gap": {}, "mc": {"model.method": "mcloss", "model.widths": (8, 8)}}
 
 
@@ -97,11 +95,9 @@ def test_cpu_kind_changes_with_the_allowed_instruction_sets(monkeypatch):
 # -- a tiny store ---------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def tiny_store(tmp_path, monkeypatch):
+def tiny_store(isolated_data):
     """A store with one chapter ('demo': gap and mc, seeds 0-2, weights for gap seed 0), recorded here."""
-    monkeypatch.setenv("FGLIB_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("FGLIB_DATA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("FGLIB_WORKERS", "1")
+    tmp_path = isolated_data
     base = book_profile(**TINY)
     runs, _ = runner.grid(base, VARIANTS, seeds=[0, 1, 2], progress=False)
     entries = [{"key": k, "variant": v, "seed": s, "weights": (v, s) == ("gap", 0),
@@ -414,7 +410,7 @@ def test_verification_retrains_in_the_recorded_precision(tiny_store, monkeypatch
         rec["provenance"]["precision"] = precision
         store.write_record(store.run_path(key), rec)
     seen = []
-    monkeypatch.setattr(runner, "train_missing", lambda cfgs, **kw: seen.append(
+    monkeypatch.setattr(verify, "train_missing", lambda cfgs, **kw: seen.append(
         (os.environ.get(provenance.AUTO_PRECISION_ENV), [c.key() for c in cfgs])))
     with pytest.raises(store.StoreError):                  # nothing was trained: no results to read
         verify.retrain(keys, tmp_path / "scratch")

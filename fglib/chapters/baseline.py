@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from fglib.attention import chance_on_part, peak_on_part
+from fglib.chapters.common import shown_test_images
 from fglib.evidence import BATCH, evaluating, normalised_images
 from fglib.measured import FLOAT64, measurement
 from fglib.runner import load_model
@@ -59,9 +60,6 @@ def cams_shown(runs, images: list[int]) -> dict[str, torch.Tensor]:
     (len(images), h, w). What the figure draws over the images."""
     out = {}
     for label, cfg in runs.items():
-        train_set, test_set = load_data(cfg)
-        idx = torch.tensor(images)
-        x = normalised_images(train_set, test_set)[idx]          # float64
-        model, _ = load_model(cfg)
-        out[label] = cams_and_predictions(model, x, test_set.labels[idx])[0]
+        x, labels, _ = shown_test_images(cfg, images)           # float64
+        out[label] = cams_and_predictions(load_model(cfg)[0], x, labels)[0]
     return out

@@ -1,10 +1,21 @@
 """Measurements on any runs, for every chapter (and the tests of fglib.measured)."""
 from __future__ import annotations
 
+import torch
+
 from fglib.evidence import normalised_images, predictions
 from fglib.measured import FLOAT64, measurement
 from fglib.runner import load_model
 from fglib.train import load_data
+
+
+def shown_test_images(cfg, images: list[int]):
+    """The test images `images` of cfg's dataset as the network sees them (float64), their
+    labels and the number of classes: what a figure's measurement draws."""
+    train_set, test_set = load_data(cfg)
+    idx = torch.tensor(images)
+    x = normalised_images(train_set, test_set)[idx]
+    return x, test_set.labels[idx], train_set.num_classes
 
 
 @measurement(tol=1e-6, why=FLOAT64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from fglib.attention import distinct_parts, parts_hit, peak_on_part
+from fglib.chapters.common import shown_test_images
 from fglib.evidence import evaluating, in_batches, normalised_images
 from fglib.measured import FLOAT64, measurement
 from fglib.models.mcloss import MCLoss, channel_groups
@@ -37,12 +38,8 @@ def group_maps_shown(runs, images: list[int]) -> dict[str, torch.Tensor]:
     smaller than xi_max. What the figure draws over the images."""
     out = {}
     for label, cfg in runs.items():
-        train_set, test_set = load_data(cfg)
-        idx = torch.tensor(images)
-        x = normalised_images(train_set, test_set)[idx]          # float64
-        model, _ = load_model(cfg)
-        maps, _, _ = group_and_class_maps(model, x, test_set.labels[idx],
-                                          train_set.num_classes)
+        x, labels, classes = shown_test_images(cfg, images)     # float64
+        maps, _, _ = group_and_class_maps(load_model(cfg)[0], x, labels, classes)
         out[label] = torch.where(maps.isneginf(), float("nan"), maps)
     return out
 
