@@ -7,4 +7,4 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from fglib.runtime import setup  # noqa: E402,F401
+from fglib.core.runtime import setup  # noqa: E402,F401

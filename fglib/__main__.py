@@ -6,6 +6,8 @@
     python -m fglib data synth            # generate (or find) the book's benchmark and print its path
     python -m fglib store status          # the results store: chapters, runs, stale runs, size
     python -m fglib store verify          # re-train CI's sample of stored runs and compare
+    python -m fglib store migrate --from OLD   # after a refactor: prove the training code unchanged
+                                          # against commit OLD, then carry the stored runs over
     python -m fglib reproduce mcloss      # re-train a chapter's runs (or `all`) and compare with the store
     python -m fglib record mcloss         # after an intended change: write the chapter's runs into the store
 """
@@ -18,13 +20,27 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+import fglib
+from fglib.core.config import PROFILES, RunConfig, parse_setting
+from fglib.data import download
+from fglib.data.cub import CorruptImageError
+from fglib.data.download import ArchiveError, DownloadError, ManualDownloadError
+from fglib.data.synth import SynthConfig, synthetic_benchmark
+from fglib.experiments import measured, store
+from fglib.experiments.migrate import migrate
+from fglib.experiments.pretraining import pretraining_config
+from fglib.experiments.record import book_chapters, record
+from fglib.experiments.runner import cache_folder, stored_record, train_missing, train_run, why_not_stored
+from fglib.experiments.store import StoreError
+from fglib.experiments.verify import commit_id, extra_from_env, reproduce, sample, verify
+from fglib.models.backbones import PretrainedWeightsError
+
 
 def train_command(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
-    from fglib.config import PROFILES, parse_setting
-    from fglib.train import train
-
     overrides = {"model.method": args.method, "data.name": args.dataset}
     for opt, key in [("seed", "train.seed"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
                      ("lr", "train.lr"), ("root", "data.root"), ("image_size", "data.image_size"),
@@ -36,16 +52,12 @@ def train_command(args: argparse.Namespace) -> int:
         overrides[key] = value
     cfg = PROFILES[args.profile]().override(**overrides)
 
-    import fglib
-
     fglib.setup(cfg.train.seed, plots=False)        # torch threads from FGLIB_THREADS
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:                                   # launched by torchrun
-        import torch
-
         dist.init_process_group("nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo")
     try:
-        result = train(cfg, run_dir=args.run_dir, progress=not args.quiet)
+        result = train_run(cfg, run_dir=args.run_dir, progress=not args.quiet)
     finally:
         if world > 1:
             dist.barrier()
@@ -57,8 +69,6 @@ def train_command(args: argparse.Namespace) -> int:
         if args.out:
             Path(args.out).write_text(json.dumps(asdict(result)))
         if args.save_weights:
-            import torch
-
             torch.save(result.model.state_dict(), args.save_weights)
     if world > 1:
         dist.destroy_process_group()
@@ -67,38 +77,24 @@ def train_command(args: argparse.Namespace) -> int:
 
 def data_command(args: argparse.Namespace) -> int:
     if args.action == "synth":
-        from fglib.data.synth import SynthConfig, synthetic_benchmark
-
         print(synthetic_benchmark(SynthConfig(image_size=args.image_size)))
         return 0
-    from fglib.data import download
-
     return download.main(["prepare", args.name, "--root", args.root] + (["--force"] if args.force else [])) or 0
 
 
 def _chapters(name: str) -> list[str]:
-    from fglib import store
-    from fglib.record import book_chapters
-
     if name == "all":
         return [ch for ch in book_chapters() if ch in store.indexed_chapters() and store.read_index(ch)]
     return [name]
 
 
 def record_command(args: argparse.Namespace) -> int:
-    from fglib.record import book_chapters, record
-
     for ch in (book_chapters() if args.chapter == "all" else [args.chapter]):
         record(ch)
     return 0
 
 
 def reproduce_command(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from fglib import store
-    from fglib.verify import reproduce
-
     for ch in _chapters(args.chapter):
         if not store.read_index(ch):
             print(f"{ch}: the chapter has no training runs")
@@ -118,13 +114,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
 
 
 def store_command(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from fglib import measured, store
-
     if args.action == "status":
-        from fglib.config import RunConfig
-        from fglib.runner import stored_record, why_not_stored
 
         stale_total = 0
         for ch in store.indexed_chapters():
@@ -135,7 +125,11 @@ def store_command(args: argparse.Namespace) -> int:
             evidence = store.read_evidence_index(ch)
             stale_ev = []
             for e in evidence:
-                m = measured.from_record(measured.read(measured.stored_path(e["file"]), ch))
+                try:
+                    m = measured.from_record(measured.read(measured.stored_path(e["file"]), ch))
+                except measured.OutdatedEvidenceError as err:         # its function moved or is gone
+                    stale_ev.append((e["file"], str(err)))
+                    continue
                 if measured.lookup(m)[1] != "store":
                     stale_ev.append((e["file"], measured.why_not_stored(m)))
             stale_total += len(stale) + len(stale_ev)
@@ -152,7 +146,6 @@ def store_command(args: argparse.Namespace) -> int:
               f"{sum(1 for _ in store.store_dir().rglob('*') if _.is_file())} files "
               f"({ev_bytes / 1e6:.2f} MB of measurements)")
         return 1 if stale_total else 0
-    from fglib.verify import commit_id, extra_from_env, sample, verify
 
     entries = sample(extra=[*extra_from_env(), *args.keys])
     table = verify(entries, progress=not args.quiet)
@@ -166,9 +159,6 @@ def store_command(args: argparse.Namespace) -> int:
 def pretrain_command(args) -> int:
     """Train the pretraining run of a small ResNet into the local run cache (the store keeps it once a
     chapter that uses it is recorded)."""
-    from fglib.config import parse_setting
-    from fglib.pretraining import pretraining_config
-    from fglib.runner import cache_folder, train_missing
 
     shape = dict(parse_setting(item) for item in args.set)
     unknown = set(shape) - {"model.widths", "model.blocks"}
@@ -222,11 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.set_defaults(func=reproduce_command)
     st = sub.add_parser("store", help="inspect or verify the results store")
-    st.add_argument("action", choices=["status", "verify"])
+    st.add_argument("action", choices=["status", "verify", "migrate"])
     st.add_argument("keys", nargs="*", help="verify: run keys to add to the sample")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
     st.add_argument("--all", action="store_true",
                     help="verify: re-compute every stored measurement, not only CI's sample")
+    st.add_argument("--from", dest="old", metavar="OLD",
+                    help="migrate: the commit whose code the store was recorded with")
+    st.add_argument("--dry-run", action="store_true", help="migrate: probe and report, write nothing")
     st.set_defaults(func=store_command)
     return p
 
@@ -234,13 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that report a problem with the input, the data or the store, not a bug.
 
-    Imported when an exception is being handled, so that `python -m fglib --help` stays fast.
     ValueError covers the configuration errors (ConfigError), StoreError the stale runs.
     """
-    from fglib.backbones import PretrainedWeightsError
-    from fglib.data.cub import CorruptImageError
-    from fglib.data.download import ArchiveError, DownloadError, ManualDownloadError
-    from fglib.store import StoreError
 
     return (ValueError, FileNotFoundError, StoreError, DownloadError, ManualDownloadError,
             ArchiveError, CorruptImageError, PretrainedWeightsError)

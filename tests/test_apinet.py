@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fglib.backbones import SmallResNet
-from fglib.config import ModelConfig
+from fglib.models.backbones import SmallResNet
+from fglib.core.config import ModelConfig
 from fglib.models import MODELS, build_model
 from fglib.models.apinet import APIModule, APINet, check_batch, pair_indices, random_pair_indices, rank_loss
 

@@ -1,11 +1,11 @@
-"""fglib.attention against a loop reference written from the definitions."""
+"""fglib.models.attention against a loop reference written from the definitions."""
 import math
 
 import pytest
 
 import torch
 
-from fglib.attention import chance_on_part, peak_on_part, peak_xy
+from fglib.models.attention import chance_on_part, peak_on_part, peak_xy
 
 
 def reference_hit(m, parts, which, size, radius):
@@ -50,7 +50,7 @@ def test_chance_is_the_share_of_cells_near_the_part():
 
 
 def test_parts_hit_and_distinct_parts():
-    from fglib.attention import distinct_parts, parts_hit
+    from fglib.models.attention import distinct_parts, parts_hit
 
     parts = torch.tensor([[[4.0, 4.0, 1.0], [28.0, 28.0, 1.0], [4.0, 28.0, 0.0]]])   # third part invisible
     maps = torch.zeros(1, 4, 4, 4)
@@ -64,14 +64,14 @@ def test_parts_hit_and_distinct_parts():
 
 
 def test_channel_parts_takes_the_most_frequent_part():
-    from fglib.attention import channel_parts
+    from fglib.models.attention import channel_parts
 
     hits = torch.tensor([[0, 1, -1, 2], [0, 1, -1, -1], [1, 1, 2, -1]])   # 3 images, 4 channels
     assert channel_parts(hits, num_parts=3).tolist() == [0, 1, -1, -1]
 
 
 def test_relation_mass_against_a_loop():
-    from fglib.attention import relation_mass
+    from fglib.models.attention import relation_mass
 
     torch.manual_seed(0)
     w = torch.softmax(torch.randn(5, 5), 1)
@@ -90,7 +90,7 @@ def test_relation_mass_against_a_loop():
 
 
 def test_part_consistency_by_hand():
-    from fglib.attention import part_consistency
+    from fglib.models.attention import part_consistency
 
     # class 0: parts 1, 1, 2, -1 -> 2 of 4 on its mode; class 1: 0, 0 -> 2 of 2;
     # class 2: no part at all -> 0 of 2

@@ -1,7 +1,7 @@
 """The step-time benchmark runs every registered method with the batch that method declares."""
 import pytest
 
-from fglib.bench import bench, main
+from fglib.book.bench import bench, main
 from fglib.models import MODEL_CLASSES
 
 

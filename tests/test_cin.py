@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fglib.backbones import SmallResNet
-from fglib.config import book_profile
+from fglib.models.backbones import SmallResNet
+from fglib.core.config import book_profile
 from fglib.models.blocks import NonLocal, SqueezeExcite
 from fglib.models.cin import (
     SCI,
@@ -237,7 +237,7 @@ def test_contrastive_loss_loop_reference_and_gradient():
 def _balanced_batches(classes=8, per_class=8, k=4, m=4, epochs=2):
     cfg = book_profile(**{"train.sampler": "balanced", "train.classes_per_batch": k,
                           "train.images_per_class": m})
-    from fglib.train import epoch_batches
+    from fglib.engine.train import epoch_batches
 
     labels = torch.arange(classes).repeat_interleave(per_class)
     return [labels[b] for e in range(epochs) for b in epoch_batches(labels, cfg, e)]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import fglib.__main__ as cli
-from fglib.config import (DataConfig, ModelConfig, RunConfig, TrainConfig, book_profile, paper_profile,
+from fglib.core.config import (DataConfig, ModelConfig, RunConfig, TrainConfig, book_profile, paper_profile,
                           parse_setting)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,16 +118,14 @@ def test_parse_setting_leaves_a_wrong_value_to_the_config_check():
 @pytest.fixture
 def no_training(monkeypatch):
     """train_command up to the training call: the config it would train lands in the returned list."""
-    import fglib.train
-
     seen = []
 
     def fake_train(cfg, **kwargs):
         seen.append(cfg)
         raise KeyboardInterrupt                      # also exercises the interrupt path
 
-    monkeypatch.setattr(fglib, "setup", lambda *a, **k: None)   # no global thread / seed changes in pytest
-    monkeypatch.setattr(fglib.train, "train", fake_train)
+    monkeypatch.setattr(cli.fglib, "setup", lambda *a, **k: None)   # no global thread / seed changes in pytest
+    monkeypatch.setattr(cli, "train_run", fake_train)
     return seen
 
 
@@ -165,15 +163,15 @@ def test_cli_missing_dataset_root_is_an_error_not_a_traceback(tmp_path):
 def _library_errors():
     from fglib.data.cub import CorruptImageError
     from fglib.data.download import ArchiveError, DownloadError, ManualDownloadError
-    from fglib.store import StaleRunError, StoreError
-    from fglib.train import ConfigError
+    from fglib.experiments.store import StaleRunError, StoreError
+    from fglib.engine.train import ConfigError
 
     errors = [ValueError, FileNotFoundError, ConfigError, StoreError, StaleRunError, DownloadError,
               ManualDownloadError, ArchiveError, CorruptImageError]
-    import fglib.backbones
+    import fglib.models.backbones
 
-    if hasattr(fglib.backbones, "PretrainedWeightsError"):
-        errors.append(fglib.backbones.PretrainedWeightsError)
+    if hasattr(fglib.models.backbones, "PretrainedWeightsError"):
+        errors.append(fglib.models.backbones.PretrainedWeightsError)
     return errors
 
 

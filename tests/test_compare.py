@@ -1,8 +1,8 @@
-"""The closing comparison's runs (fglib.regimes.comparison): every method at its main
+"""The closing comparison's runs (fglib.experiments.regimes.comparison): every method at its main
 setting against the baseline trained on the same batches, in each regime and benchmark."""
 import pytest
 
-from fglib import regimes
+from fglib.experiments import regimes
 
 
 @pytest.mark.parametrize("regime,synth", [("paper", None), ("from scratch", None),

@@ -3,12 +3,12 @@ import pandas as pd
 import pytest
 import torch
 
-from fglib.backbones import SmallResNet
+from fglib.models.backbones import SmallResNet
 from fglib.data.memory import ImageTensors
-from fglib.evidence import (class_maps, feature_maps, in_batches, normalised_images,
+from fglib.book.evidence import (class_maps, feature_maps, in_batches, normalised_images,
                             predictions, smoothed_terms, upsample)
 from fglib.models.baseline import GAPClassifier
-from fglib.stats import compare_sentence
+from fglib.core.stats import compare_sentence
 
 
 def _split(n, seed):
@@ -81,7 +81,7 @@ def test_smoothing_never_mixes_two_variants_of_one_seed():
 def test_multiply_adds_by_hand():
     from torch import nn
 
-    from fglib.evidence import multiply_adds
+    from fglib.book.evidence import multiply_adds
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1, groups=2),
                           nn.Flatten(), nn.Linear(4 * 5 * 6, 7))
@@ -90,7 +90,7 @@ def test_multiply_adds_by_hand():
 
 
 def test_relation_similarity_against_a_loop_over_the_paper_sets():
-    from fglib.evidence import relation_similarity
+    from fglib.book.evidence import relation_similarity
 
     torch.manual_seed(0)
     labels = torch.tensor([3, 3, 0, 0, 5, 5])           # N = 3 classes x 2 images
@@ -114,7 +114,7 @@ def test_relation_similarity_against_a_loop_over_the_paper_sets():
 # -- RRA: oracle windows, boxes over parts, per-proposal logits, test protocols ------------------
 
 def test_part_windows_prefer_a_visible_part_among_which_then_any_visible_then_the_centre():
-    from fglib.evidence import part_windows
+    from fglib.book.evidence import part_windows
     parts = torch.tensor([[[10., 10., 1], [30., 20., 1], [5., 5., 0]],    # which: part 1
                           [[12., 14., 1], [30., 20., 0], [5., 5., 0]],    # none visible in which
                           [[12., 14., 0], [30., 20., 0], [5., 5., 0]]])   # none visible
@@ -126,7 +126,7 @@ def test_part_windows_prefer_a_visible_part_among_which_then_any_visible_then_th
 
 
 def test_boxes_cover_matches_a_loop():
-    from fglib.evidence import boxes_cover
+    from fglib.book.evidence import boxes_cover
     g = torch.Generator().manual_seed(0)
     parts = torch.cat([torch.rand(5, 6, 2, generator=g) * 40,
                        (torch.rand(5, 6, 1, generator=g) > 0.3).float()], 2)
@@ -144,7 +144,7 @@ def test_boxes_cover_matches_a_loop():
 
 
 def test_protocols_on_a_hand_example():
-    from fglib.evidence import protocols
+    from fglib.book.evidence import protocols
     # 2 images, 2 proposals, 2 classes; labels 0, 1
     z = torch.tensor([[[2., 0.], [0., 1.]],       # image 0: top right, second wrong
                       [[1., 0.], [0., 3.]]])      # image 1: top wrong, second right
@@ -157,7 +157,7 @@ def test_protocols_on_a_hand_example():
 
 
 def test_rra_readouts_match_the_models_own_evaluation():
-    from fglib.evidence import local_readout, proposal_logits, proposals
+    from fglib.book.evidence import local_readout, proposal_logits, proposals
     from fglib.models.rra import RRANet
     torch.manual_seed(0)
     model = RRANet(SmallResNet((4, 8), (1, 1)), 3, source="peaks").double().eval()
@@ -184,7 +184,7 @@ def test_rra_readouts_match_the_models_own_evaluation():
 def test_parameter_counts_leave_out_what_the_test_pass_never_calls():
     from torch import nn
 
-    from fglib.evidence import parameter_counts
+    from fglib.book.evidence import parameter_counts
 
     class TwoHeads(nn.Module):                  # the second head is used in training only
         def __init__(self):

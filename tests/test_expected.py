@@ -1,9 +1,9 @@
-"""fglib.expected: the check that turns a moved result into a red test."""
+"""fglib.book.expected: the check that turns a moved result into a red test."""
 import pandas as pd
 import pytest
 
-from fglib import expected
-from fglib.expected import ResultMismatch, check
+from fglib.book import expected
+from fglib.book.expected import ResultMismatch, check
 
 
 @pytest.fixture

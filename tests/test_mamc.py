@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fglib.backbones import SmallResNet
+from fglib.models.backbones import SmallResNet
 from fglib.models.mamc import OSME, OSMEClassifier, mamc_loss, relation_masks
 
 
@@ -204,7 +204,7 @@ def test_loss_terms_and_evaluation_at_batch_size_one():
 def test_the_ablation_trains_every_row_on_the_same_pairs_of_two():
     """Every row of the MAMC ablation, the baseline included, trains on 16 classes x 2 images
     at the halved learning rate; the main setting is one the search tried."""
-    from fglib import regimes
+    from fglib.experiments import regimes
 
     for regime in regimes.MAMC_REGIMES:
         jobs = regimes.mamc_ablation(regime)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fglib.backbones import SmallResNet
+from fglib.models.backbones import SmallResNet
 from fglib.models.mcloss import MCLoss, MCLossClassifier, channel_groups
 
 

@@ -1,4 +1,4 @@
-"""Measurements stored like runs (fglib.measured): keys, fingerprints, the store, stale and edited
+"""Measurements stored like runs (fglib.experiments.measured): keys, fingerprints, the store, stale and edited
 values, verification by re-computing; and the committed store's measurements."""
 import json
 import math
@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from fglib import measured, record, store, verify
-from fglib.chapters.common import stored_weights_top1
-from fglib.chapters.pretraining import linear_probe_top1
-from fglib.config import book_profile
-from fglib.measured import measure
+from fglib.experiments import measured, record, store, verify
+from fglib.book.chapters.common import stored_weights_top1
+from fglib.book.chapters.pretraining import linear_probe_top1
+from fglib.core.config import book_profile
+from fglib.experiments.measured import measure
 
 from conftest import TINY, VERIFIED
 
@@ -110,9 +110,9 @@ def test_the_key_covers_function_runs_and_arguments():
 
 
 def test_the_fingerprint_covers_the_measurement_code_but_not_the_plumbing():
-    mods = measured.code_modules("fglib.chapters.common")
-    assert {"fglib.chapters.common", "fglib.evidence", "fglib.train"} <= set(mods)
-    assert not {"fglib.runner", "fglib.store", "fglib.record", "fglib.measured"} & set(mods)
+    mods = measured.code_modules("fglib.book.chapters.common")
+    assert {"fglib.book.chapters.common", "fglib.book.evidence", "fglib.engine.train"} <= set(mods)
+    assert not {"fglib.experiments.runner", "fglib.experiments.store", "fglib.experiments.record", "fglib.experiments.measured"} & set(mods)
 
 
 # -- the store ----------------------------------------------------------------------------------------------
@@ -141,13 +141,13 @@ def test_a_stale_measurement_is_an_error_naming_the_change_and_the_command(measu
     runs, _ = measured_store
     monkeypatch.setenv("FGLIB_STORE_ONLY", "1")
     real = measured.code_modules
-    monkeypatch.setattr(measured, "code_modules", lambda m: {**real(m), "fglib.evidence": "edited"})
-    from fglib import runtime
+    monkeypatch.setattr(measured, "code_modules", lambda m: {**real(m), "fglib.book.evidence": "edited"})
+    from fglib.core import runtime
     monkeypatch.setattr(runtime, "_CHAPTER", "demo")
     with pytest.raises(measured.StaleEvidenceError) as err:
         measure(stored_weights_top1, runs)
     msg = str(err.value)
-    assert "fglib.evidence" in msg and "make record CH=demo" in msg and "stored_weights_top1" in msg
+    assert "fglib.book.evidence" in msg and "make record CH=demo" in msg and "stored_weights_top1" in msg
 
 
 def test_a_missing_measurement_under_store_only_names_the_command(measured_store, monkeypatch):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from fglib.backbones import SmallResNet, TorchvisionResNet, build_backbone
-from fglib.config import ModelConfig
+from fglib.models.backbones import SmallResNet, TorchvisionResNet, build_backbone
+from fglib.core.config import ModelConfig
 from fglib.data.memory import augment
 from fglib.models import MODELS, build_model
 from fglib.models.baseline import BilinearClassifier, GAPClassifier, bilinear_pool
@@ -114,8 +114,8 @@ def test_model_contract(method, num_classes):
 
 
 def test_a_model_that_needs_balanced_batches_is_refused_random_ones():
-    from fglib.config import RunConfig
-    from fglib.train import ConfigError, check_config
+    from fglib.core.config import RunConfig
+    from fglib.engine.train import ConfigError, check_config
 
     cfg = RunConfig().override(**{"model.method": "apinet", "train.sampler": "random"})
     with pytest.raises(ConfigError, match="pairs every image.*classes_per_batch >= 2"):
@@ -146,7 +146,7 @@ def test_pretrained_weights_that_cannot_be_fetched_name_the_ways_out(monkeypatch
 
     import torchvision
 
-    from fglib.backbones import PretrainedWeightsError
+    from fglib.models.backbones import PretrainedWeightsError
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
@@ -179,7 +179,7 @@ def test_bilinear_head_rejects_nothing_but_has_no_fixed_sizes():
 @pytest.mark.parametrize("method", ["baseline", "bilinear", "mcloss", "apinet", "cin", "mamc",
                                     "rra"])
 def test_every_method_builds_the_class_its_fingerprint_covers(method):
-    """MODEL_CLASSES names the module whose code is in a method's runs' fingerprint (fglib.provenance)."""
+    """MODEL_CLASSES names the module whose code is in a method's runs' fingerprint (fglib.experiments.provenance)."""
     from fglib.models import MODEL_CLASSES, MODELS, model_module
 
     assert set(MODEL_CLASSES) == set(MODELS)

@@ -1,11 +1,11 @@
-"""fglib.patches against hand examples and loop references written from the definitions."""
+"""fglib.models.patches against hand examples and loop references written from the definitions."""
 import math
 
 import pytest
 import torch
 
 from fglib.data.memory import augment
-from fglib.patches import augment_params, cut, map_points, ranked_peaks, square_boxes
+from fglib.models.patches import augment_params, cut, map_points, ranked_peaks, square_boxes
 
 
 def test_square_boxes_keep_their_side_and_stay_in_the_frame():

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from fglib import provenance, regimes
-from fglib.backbones import SmallResNet, build_backbone, load_small_resnet
-from fglib.config import ADDED_FIELDS, RunConfig, book_profile
+from fglib.experiments import provenance, regimes, runner
+from fglib.models.backbones import SmallResNet, build_backbone, load_small_resnet
+from fglib.core.config import ADDED_FIELDS, RunConfig, book_profile
 from fglib.data import pretrainset as P
 from fglib.data import synth
-from fglib.pretraining import PretrainedWeightsMissing, linear_probe, pretraining_config
-from fglib.train import ConfigError, build, check_config, load_data, train
+from fglib.experiments.pretraining import PretrainedWeightsMissing, linear_probe, pretraining_config
+from fglib.engine.train import ConfigError, build, check_config, load_data, train
 
 TINY_SET = {"object_classes": 2, "bird_classes": 4, "images_per_class": 4}
 TINY = {"data.name": "pretrain", "data.image_size": 32, "data.synth": TINY_SET,
@@ -103,8 +103,13 @@ def test_weights_load_from_a_whole_model_or_a_backbone(tmp_path):
 
 
 def test_missing_pretrained_weights_say_how_to_make_them(cache):
+    with pytest.raises(ValueError, match="starts from a weights file, and none was given"):
+        build_backbone("small_resnet", (8, 16), (1, 1), pretrained=True)   # models read no store
+    cfg = book_profile(**{**TINY, "model.pretrained": True})
     with pytest.raises(PretrainedWeightsMissing, match=r"python -m fglib pretrain --set 'model.widths=\[8,16\]'"):
-        build_backbone("small_resnet", (8, 16), (1, 1), pretrained=True)
+        runner.run_files(cfg)                                             # the experiment layer finds them
+    with pytest.raises(ConfigError, match="model.pretrained=true needs the pre-trained small_resnet"):
+        train(cfg, progress=False)                                        # the engine is handed them
 
 
 def test_initial_weights_are_part_of_the_fingerprint(tmp_path):
@@ -198,7 +203,7 @@ def test_linear_probe_separates_separable_features():
 
 
 def test_paper_scale_check_needs_cuda(monkeypatch, capsys):
-    from fglib import paperscale
+    from fglib.book import paperscale
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):

@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fglib.backbones import SmallResNet
+from fglib.core.config import book_profile
+from fglib.experiments import regimes, runner, store, usage
+from fglib.models.backbones import SmallResNet
 from fglib.models.rra import RRANet, TemporalAttention
 
 
@@ -85,7 +87,7 @@ def test_training_draws_one_proposal_per_image():
 
 
 def test_distinct_patches_are_the_ranked_peaks_and_stay_in_the_frame():
-    from fglib.patches import ranked_peaks, square_boxes
+    from fglib.models.patches import ranked_peaks, square_boxes
 
     model = small(source="peaks", sequence="distinct", steps=3, patch=0.5).eval()
     x, _ = images(size=20)
@@ -127,9 +129,15 @@ def test_the_frozen_proposal_network_loads_weights_and_never_trains(tmp_path, mo
     (tmp_path / "runs").mkdir()
     path = tmp_path / "runs" / "abc123.pt"                         # a stored run's weights
     torch.save({f"backbone.{k}": v.half() for k, v in baseline.state_dict().items()}, path)
-    with pytest.raises(FileNotFoundError, match="no weights for run 'nosuchrun'"):
-        small(source="peaks", cam_run="nosuchrun")
-    model = small(source="peaks", cam_run="abc123").train()
+    with pytest.raises(ValueError, match="cam_run='abc123' needs that run's weights file"):
+        small(source="peaks", cam_run="abc123")                 # the model reads no store
+    with pytest.raises(store.StoreError, match="no weights for run 'nosuchrun'"):
+        store.weights_of("nosuchrun")
+    assert store.weights_of("abc123") == path
+    cfg = book_profile(**{"model.method": "rra", "model.options": {"source": "peaks",
+                                                                   "cam_run": "abc123"}})
+    assert runner.run_files(cfg).proposals == path                # what the engine hands down
+    model = small(source="peaks", cam_run="abc123", cam_weights=path).train()
     for k, v in baseline.state_dict().items():
         if v.is_floating_point():
             assert torch.allclose(model.cam_net.state_dict()[k], v.half().double())
@@ -143,9 +151,9 @@ def test_the_frozen_proposal_network_loads_weights_and_never_trains(tmp_path, mo
     frozen = {id(p) for p in model.cam_net.parameters()}
     assert not frozen & {id(p) for p in model.parameters()}
     assert next(model.cam_net.parameters()).dtype == torch.float64    # follows .double()
-    again = small(source="peaks", cam_run="abc123")
+    again = small(source="peaks", cam_run="abc123", cam_weights=path)
     again.load_state_dict(model.state_dict())                          # strict round trip
-    from fglib.evidence import parameter_counts                        # costs count it at test
+    from fglib.book.evidence import parameter_counts                        # costs count it at test
     counts = parameter_counts(model, x)
     frozen_n = sum(p.numel() for p in model.cam_net.parameters())
     assert counts["training"] == sum(p.numel() for p in model.parameters())
@@ -194,7 +202,7 @@ def test_random_proposals_follow_the_generator_and_stay_among_the_candidates():
 
 
 def test_ablation_rows_take_their_patches_from_the_same_seeds_baseline():
-    from fglib import regimes
+    from fglib.experiments import regimes
     jobs = regimes.rra_ablation() + regimes.rra_ablation((0,), regimes.RRA_EXTRAS)
     assert len(jobs) == len(regimes.RRA_ROWS) * len(regimes.SEEDS) + 1
     for row, seed, cfg in jobs:
@@ -210,13 +218,12 @@ def test_ablation_rows_take_their_patches_from_the_same_seeds_baseline():
 
 
 def test_recording_an_rra_run_keeps_its_proposal_networks_weights(tmp_path, monkeypatch):
-    from fglib import record, regimes, runner
     base = regimes.rra_baseline(1)
     monkeypatch.setenv("FGLIB_RECORD_DIR", str(tmp_path))
-    monkeypatch.setattr(runner, "_config_of",
+    monkeypatch.setattr(store, "config_of",
                         lambda key: base.to_dict() if key == base.key() else None)
     (_, _, cfg), = [j for j in regimes.rra_ablation(seeds=(1,)) if j[0] == "T = 4"]
-    record.note_usage(cfg, variant="T = 4")
-    used = {u["key"]: u for u in record.read_usage(tmp_path)}
+    usage.note_usage(cfg, variant="T = 4")
+    used = {u["key"]: u for u in usage.read_usage(tmp_path)}
     assert used[cfg.key()]["weights"] is False
     assert used[base.key()]["weights"] is True          # the frozen network's weights

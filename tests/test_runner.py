@@ -1,8 +1,8 @@
 """The results cache: identical configs are reused, changed configs retrain."""
 import pytest
 
-import fglib.runner as runner
-from fglib.config import book_profile
+import fglib.experiments.runner as runner
+from fglib.core.config import book_profile
 
 TINY = {"data.image_size": 32, "data.synth": {"num_classes": 4, "images_per_class": 8, "families": 2},
         "model.widths": (8, 16), "model.blocks": (1, 1), "train.epochs": 1, "train.batch_size": 8}
@@ -78,7 +78,7 @@ def test_summarise_and_histories(tmp_path, monkeypatch):
 def test_versus_baseline_against_hand_computation():
     import pandas as pd
 
-    from fglib.runner import versus_baseline
+    from fglib.experiments.runner import versus_baseline
 
     runs = pd.DataFrame({"variant": ["b", "b", "b", "m", "m", "m", "one"],
                          "top1": [70.0, 72.0, 74.0, 80.0, 81.0, 82.0, 75.0],
@@ -100,7 +100,7 @@ def test_between_is_b_minus_a_with_the_welch_standard_error():
 
     import pandas as pd
 
-    from fglib.runner import between
+    from fglib.experiments.runner import between
     runs = pd.DataFrame({"variant": ["a"] * 3 + ["b"] * 3 + ["c"],
                          "top1": [1.0, 2.0, 3.0, 5.0, 7.0, 9.0, 0.0]})
     d, se = between(runs, "a", "b")

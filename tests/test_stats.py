@@ -1,9 +1,9 @@
-"""fglib.stats and fglib.toy against slow references written from the equations."""
+"""fglib.core.stats and fglib.book.toy against slow references written from the equations."""
 import pytest
 import torch
 
-from fglib.stats import nearest_neighbour_accuracy, scatter_ratio, scatter_traces
-from fglib.toy import part_features
+from fglib.core.stats import nearest_neighbour_accuracy, scatter_ratio, scatter_traces
+from fglib.book.toy import part_features
 
 
 def reference_traces(x, y):
@@ -99,7 +99,7 @@ def test_toy_ratio_follows_the_derivation():
 
 
 def test_mean_difference_by_hand():
-    from fglib.stats import effect, mean_difference
+    from fglib.core.stats import effect, mean_difference
 
     d, se = mean_difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])       # means 2 and 4, variances 1 and 4
     assert d == pytest.approx(2.0) and se == pytest.approx((1 / 3 + 4 / 3) ** 0.5)
@@ -110,7 +110,7 @@ def test_mean_difference_by_hand():
 
 
 def test_rank_correlation_against_the_textbook_formula_and_ties():
-    from fglib.stats import rank_correlation
+    from fglib.core.stats import rank_correlation
     a, b = [3.0, 1.0, 4.0, 1.5, 5.0], [2.0, 1.0, 5.0, 3.0, 4.0]
     # no ties: rho = 1 - 6 sum d^2 / (n (n^2 - 1)); ranks a = 3,1,4,2,5 and b = 2,1,5,3,4
     d2 = sum((x - y) ** 2 for x, y in zip([3, 1, 4, 2, 5], [2, 1, 5, 3, 4]))
@@ -123,7 +123,7 @@ def test_rank_correlation_against_the_textbook_formula_and_ties():
 
 
 def test_rank_correlation_pvalue_counts_the_orders_by_hand():
-    from fglib.stats import rank_correlation_pvalue
+    from fglib.core.stats import rank_correlation_pvalue
     # n = 5: rho = 1 for one order of 120; rho = 0.9 for the 4 adjacent swaps
     assert rank_correlation_pvalue([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]) == pytest.approx(1 / 120)
     assert rank_correlation_pvalue([1, 2, 3, 4, 5], [2, 1, 3, 4, 5]) == pytest.approx(5 / 120)

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-import fglib.runner as runner
-from fglib import provenance, record, store, verify
-from fglib.config import RunConfig, book_profile
-from fglib.provenance import code_fingerprint, normalised_source
+import fglib.experiments.runner as runner
+from fglib.core import hardware
+from fglib.experiments import provenance, record, store, verify
+from fglib.core.config import RunConfig, book_profile
+from fglib.experiments.provenance import code_fingerprint, normalised_source
 
 from conftest import TINY, VERIFIED
 
@@ -56,15 +57,15 @@ def test_fingerprint_follows_formula_lines_of_the_methods_own_modules(package_co
     assert code_fingerprint("mcloss") != before["mcloss"]              # a changed formula does
     assert code_fingerprint("baseline") == before["baseline"]          # other methods' runs stay valid
     assert code_fingerprint("apinet") == before["apinet"]
-    engine = package_copy / "train.py"
+    engine = package_copy / "engine" / "train.py"
     engine.write_text(engine.read_text().replace("t.seed * 100_003 + epoch", "t.seed * 100_019 + epoch"))
     assert all(code_fingerprint(m) != before[m] for m in before)       # the engine is in every run's
 
 
 def test_result_modules_cover_engine_and_model_but_not_the_registry():
     mods = provenance.result_modules("mcloss")
-    assert {"fglib.train", "fglib.backbones", "fglib.data.synth", "fglib.models.mcloss"} <= set(mods)
-    assert "fglib.models" not in mods and "fglib.models.apinet" not in mods and "fglib.runtime" not in mods
+    assert {"fglib.engine.train", "fglib.models.backbones", "fglib.data.synth", "fglib.models.mcloss"} <= set(mods)
+    assert "fglib.models" not in mods and "fglib.models.apinet" not in mods and "fglib.core.runtime" not in mods
 
 
 # -- precision by capability -----------------------------------------------------------------------------
@@ -72,24 +73,24 @@ def test_result_modules_cover_engine_and_model_but_not_the_registry():
 def test_precision_is_chosen_by_the_cpus_bf16_instructions(monkeypatch):
     import torch
 
-    assert provenance.resolve_precision(False, "cpu") == "float32"
-    assert provenance.resolve_precision(True, "cpu") == "bfloat16"
-    assert provenance.resolve_precision("auto", "cuda") == "float16"
-    monkeypatch.setattr(provenance, "_cpuinfo", lambda: ("Xeon", ("avx2", "avx512_bf16", "avx512f")))
+    assert hardware.resolve_precision(False, "cpu") == "float32"
+    assert hardware.resolve_precision(True, "cpu") == "bfloat16"
+    assert hardware.resolve_precision("auto", "cuda") == "float16"
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("Xeon", ("avx2", "avx512_bf16", "avx512f")))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    assert provenance.resolve_precision("auto", "cpu") == "bfloat16"
+    assert hardware.resolve_precision("auto", "cpu") == "bfloat16"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")                   # oneDNN told not to use BF16
-    assert provenance.resolve_precision("auto", "cpu") == "float32"
+    assert hardware.resolve_precision("auto", "cpu") == "float32"
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
-    monkeypatch.setattr(provenance, "_cpuinfo", lambda: ("EPYC", ("avx", "avx2")))
-    assert provenance.resolve_precision("auto", "cpu") == "float32"
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: ("EPYC", ("avx", "avx2")))
+    assert hardware.resolve_precision("auto", "cpu") == "float32"
 
 
 def test_cpu_kind_changes_with_the_allowed_instruction_sets(monkeypatch):
-    a = provenance.cpu_kind()["id"]
+    a = hardware.cpu_kind()["id"]
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
-    assert provenance.cpu_kind()["id"] != a
+    assert hardware.cpu_kind()["id"] != a
 
 
 # -- a tiny store ---------------------------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def test_a_stale_run_is_an_error_naming_the_change_and_the_command(tiny_store, m
     monkeypatch.setenv("FGLIB_STORE_ONLY", "1")
     real = provenance.module_hashes
 
-    def edited(run):
+    def edited(run, initial_weights=None):
         method = run if isinstance(run, str) else run.model.method      # a method or a config
         hashes = dict(real(method))
         if method == "mcloss":
@@ -137,9 +138,9 @@ def test_a_stale_run_is_an_error_naming_the_change_and_the_command(tiny_store, m
     monkeypatch.setattr(runner, "module_hashes", edited)
     fp = {m: provenance.hashlib.sha256(json.dumps(edited(m), sort_keys=True).encode()).hexdigest()[:12]
           for m in ("baseline", "mcloss")}
-    monkeypatch.setattr(runner, "code_fingerprint", lambda run: fp[getattr(getattr(run, "model", None), "method", run)])
+    monkeypatch.setattr(runner, "code_fingerprint", lambda run, initial_weights=None: fp[getattr(getattr(run, "model", None), "method", run)])
     runner.grid(base, {"gap": {}}, seeds=[0, 1, 2], progress=False)     # baseline runs are still fresh
-    from fglib import runtime
+    from fglib.core import runtime
     monkeypatch.setattr(runtime, "_CHAPTER", "demo")
     with pytest.raises(store.StaleRunError) as err:
         runner.grid(base, VARIANTS, seeds=[0, 1, 2], progress=False)
@@ -359,7 +360,7 @@ def test_every_run_a_chapter_uses_is_fresh_for_the_current_code(chapter):
 def test_ci_verification_sample():
     """Re-train one stored run per chapter for the chapters the budget admits (rotating with the
     commit), plus FGLIB_VERIFY's keys."""
-    from fglib.provenance import cpu_kind
+    from fglib.core.hardware import cpu_kind
 
     entries = verify.sample(COMMITTED, extra=verify.extra_from_env())
     table = verify.verify(entries)
@@ -377,7 +378,7 @@ def test_ci_verification_sample():
 
 def test_store_note_lines_fit_the_book_column(monkeypatch):
     """The note every chapter prints is wrapped at the width of the book's code blocks."""
-    from fglib.runner import store_note
+    from fglib.experiments.runner import store_note
 
     monkeypatch.setenv("FGLIB_STORE_ONLY", "1")            # read from the store, never train
     keys = [r["key"] for r in store.read_index("mcloss")]
@@ -389,15 +390,15 @@ def test_store_note_lines_fit_the_book_column(monkeypatch):
 
 
 def test_auto_precision_can_be_fixed_for_verification(monkeypatch):
-    monkeypatch.setattr(provenance, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.delenv(provenance.AUTO_PRECISION_ENV, raising=False)
-    assert provenance.resolve_precision("auto", "cpu") == "bfloat16"
-    monkeypatch.setenv(provenance.AUTO_PRECISION_ENV, "float32")
-    assert provenance.resolve_precision("auto", "cpu") == "float32"
-    assert provenance.resolve_precision(True, "cpu") == "bfloat16"       # an explicit setting wins
-    monkeypatch.setenv(provenance.AUTO_PRECISION_ENV, "half")
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.delenv(hardware.AUTO_PRECISION_ENV, raising=False)
+    assert hardware.resolve_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setenv(hardware.AUTO_PRECISION_ENV, "float32")
+    assert hardware.resolve_precision("auto", "cpu") == "float32"
+    assert hardware.resolve_precision(True, "cpu") == "bfloat16"       # an explicit setting wins
+    monkeypatch.setenv(hardware.AUTO_PRECISION_ENV, "half")
     with pytest.raises(ValueError, match="float32 or bfloat16"):
-        provenance.resolve_precision("auto", "cpu")
+        hardware.resolve_precision("auto", "cpu")
 
 
 def test_verification_retrains_in_the_recorded_precision(tiny_store, monkeypatch, tmp_path):
@@ -411,8 +412,8 @@ def test_verification_retrains_in_the_recorded_precision(tiny_store, monkeypatch
         store.write_record(store.run_path(key), rec)
     seen = []
     monkeypatch.setattr(verify, "train_missing", lambda cfgs, **kw: seen.append(
-        (os.environ.get(provenance.AUTO_PRECISION_ENV), [c.key() for c in cfgs])))
+        (os.environ.get(hardware.AUTO_PRECISION_ENV), [c.key() for c in cfgs])))
     with pytest.raises(store.StoreError):                  # nothing was trained: no results to read
         verify.retrain(keys, tmp_path / "scratch")
     assert seen == [("float32", [keys[0]]), ("bfloat16", [keys[1]])]
-    assert provenance.AUTO_PRECISION_ENV not in os.environ
+    assert hardware.AUTO_PRECISION_ENV not in os.environ

@@ -227,7 +227,7 @@ def test_cache_dir_from_env_and_stale_cache_regenerated(
 
 
 def test_default_cache_dir_is_repo_data_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fglib import paths
+    from fglib.core import paths
 
     monkeypatch.delenv("FGLIB_DATA_CACHE", raising=False)
     repo = Path(synth.__file__).resolve().parents[2]

@@ -1,8 +1,8 @@
-"""fglib.toy.predicted_ratio against the formula and against simulated traces."""
+"""fglib.book.toy.predicted_ratio against the formula and against simulated traces."""
 import pytest
 
-from fglib.stats import scatter_traces
-from fglib.toy import part_features, predicted_ratio
+from fglib.core.stats import scatter_traces
+from fglib.book.toy import part_features, predicted_ratio
 
 
 def test_predicted_ratio_is_the_formula_of_the_introduction():
@@ -19,7 +19,7 @@ def test_predicted_ratio_is_the_formula_of_the_introduction():
 @pytest.mark.parametrize("differing", [[0], [0, 1, 2, 3]], ids=["fine", "coarse"])
 def test_predicted_ratio_matches_the_ratio_of_simulated_traces(differing):
     # The derivation predicts the ratio of the traces' expectations: average both traces
-    # over many draws of the toy model (fglib.stats.scatter_traces is checked against
+    # over many draws of the toy model (fglib.core.stats.scatter_traces is checked against
     # loops in test_stats.py). With N >> K the dropped factor N / (N - K) is close to 1.
     K, per_class, P, d, seeds = 6, 60, 4, 5, 120
     sums = [0.0, 0.0]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fglib.config import RunConfig, book_profile, paper_profile
-from fglib.train import ConfigError, check_config, epoch_batches, load_data, save_checkpoint, train
+from fglib.core.config import RunConfig, book_profile, paper_profile
+from fglib.engine.train import ConfigError, check_config, epoch_batches, load_data, save_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data.image_size": 32, "data.synth": {"num_classes": 4, "images_per_class": 8, "families": 2},
@@ -181,7 +181,7 @@ def test_ddp_two_processes_match_one(tiny, tmp_path, cache):
     # their first loss (same initialisation, same global batch) and roughly in what they learn, not
     # bit for bit: the parameter updates point the same way and have the same size. (An absolute
     # tolerance on the weights themselves mostly measured the shared initialisation.)
-    from fglib.train import build
+    from fglib.engine.train import build
 
     torch.manual_seed(cfg.train.seed)
     init = build(cfg, data[0].num_classes).state_dict()

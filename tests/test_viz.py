@@ -1,4 +1,4 @@
-"""Tests for the chapters' plotting helpers (fglib.viz)."""
+"""Tests for the chapters' plotting helpers (fglib.book.viz)."""
 from __future__ import annotations
 
 import matplotlib
@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from fglib.viz import as_jpeg, circle_part, draw_box, image_grid, mark_parts, show_image  # noqa: E402
+from fglib.book.viz import as_jpeg, circle_part, draw_box, image_grid, mark_parts, show_image  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

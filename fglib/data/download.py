@@ -34,6 +34,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from fglib.data.real import open_dataset
 from fglib.data.registry import DATASETS, DatasetInfo, Remote
 
 LOG = logging.getLogger("fglib.data")
@@ -210,8 +211,6 @@ def _mirror(url: str | None) -> str | None:
 
 def _verify_dataset(name: str, root: Path) -> None:
     """Open the train and test splits under root: every listed image must exist."""
-    from fglib.data.real import open_dataset
-
     for split in ("train", "test"):
         open_dataset(name, root, split)
 

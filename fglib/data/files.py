@@ -13,6 +13,9 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fglib.data.cub import CUBDataset
+from fglib.data.real import open_dataset
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -58,12 +61,8 @@ def open_split(name: str, root, split: str, image_size: int, train: bool, flip: 
                workers: int = 0) -> FileSplit:
     """A split of a real dataset (or of the benchmark, name 'synth' with root its folder)."""
     if name == "synth":
-        from fglib.data.cub import CUBDataset
-
         dataset = CUBDataset(root, split, transform=transforms(image_size, train, flip), with_parts=False)
     else:
-        from fglib.data.real import open_dataset
-
         kwargs = {"with_parts": False} if name in ("cub", "nabirds") else {}
         dataset = open_dataset(name, root, split, transform=transforms(image_size, train, flip), **kwargs)
     labels = torch.tensor(list(dataset.labels), dtype=torch.int64)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fglib import paths
+from fglib.core import paths
 from fglib.data import synth
 
 FORMAT_VERSION = 1
@@ -48,7 +48,7 @@ SHAPES = ("ellipse", "box", "triangle", "diamond", "pentagon", "hexagon", "star"
 PATTERNS = ("solid", "stripes", "dots", "checks", "halves", "rings")
 Bird = synth.BirdClass
 # The benchmarks the book trains on (data.synth of its configs): the book's own, the one the
-# fine-tuning recipe is chosen on, and the replication benchmark (fglib.regimes). No bird class
+# fine-tuning recipe is chosen on, and the replication benchmark (fglib.experiments.regimes). No bird class
 # of the pretraining set has the attributes of one of their classes.
 BOOK_BENCHMARKS = (synth.SynthConfig(), synth.SynthConfig(seed=7),
                    synth.SynthConfig(seed=1, num_classes=32, families=8))

@@ -117,7 +117,7 @@ DATASETS: dict[str, DatasetInfo] = {
 
 # Generated datasets other than the benchmark ("synth", built in fglib.data.synth): name ->
 # "module:function", function(image_size, overrides) -> the root of a CUB-format folder. Their
-# modules are part of the code fingerprint of the runs that use them (fglib.provenance).
+# modules are part of the code fingerprint of the runs that use them (fglib.experiments.provenance).
 GENERATED: dict[str, str] = {
     "pretrain": "fglib.data.pretrainset:pretraining_set",
 }

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fglib import paths
+from fglib.core import paths
 
 LOG = logging.getLogger("fglib.data")
 

@@ -12,19 +12,20 @@ On an image x of S x S pixels, with two backbones that share no weights:
     loss    L = CE(z_g, y) + lambda CE(z_l, y)        ce_global, ce_local
     predict z = z_g + lambda z_l
 
-Patches (fglib.patches) are squares of patch * S pixels cut from the image the network
+Patches (fglib.models.patches) are squares of patch * S pixels cut from the image the network
 sees (after the training engine's crop and flip, so no mapping is needed), resized to
 patch_pixels:
 - source "centre": the centre square, the same for every image (no annotation);
 - source "peaks": squares around the ranked peaks, with non-maximum suppression, of a
   class-agnostic activation map sum_k F_k (never a class's map, so nothing depends on
   the label at test time). The map comes from a frozen network: the backbone of the
-  trained baseline run `cam_run` (a run key; its weights from the results store or the
-  local run cache: the analogue of the official code's proposals from another method),
+  trained baseline run `cam_run` (a run key; its weights file `cam_weights` is handed in,
+  found by fglib.experiments.runner.run_files: the analogue of the official code's
+  proposals from another method),
   or, without one, the global stream's own map, detached.
 - The ground-truth part windows of the issue (an oracle) need the engine to pass each
   image's parts through its augmentation; the engine does not yet, so there is no such
-  source here (fglib.patches.map_points is the mapping it will use).
+  source here (fglib.models.patches.map_points is the mapping it will use).
 Sequences: "repeat" feeds one patch at every step (the official code): in training a
 patch drawn at random among the `proposals` best, at evaluation the best one ("top") or
 the logits averaged over all of them ("mean"); "distinct" feeds the T best patches in
@@ -43,28 +44,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from fglib.models.heads import BatchNeeds, LinearHead, full, gap
-from fglib.patches import cut, ranked_peaks, square_boxes
-from fglib.paths import cache_dir, data_dir
+from fglib.models.patches import cut, ranked_peaks, square_boxes
 
 SOURCES = ("centre", "peaks")
 SEQUENCES = ("repeat", "distinct")
 EVALUATIONS = ("top", "mean")
 STREAMS = ("both", "local")
 INPUTS = ("patch", "image")
-
-
-def run_weights(key: str) -> Path:
-    """The weights file of run `key`: the results store's, else the run cache's."""
-    stored = data_dir() / "runs" / f"{key}.pt"
-    if stored.exists():
-        return stored
-    cached = sorted((cache_dir() / "runs").glob(f"{key}-*/model.pt"))
-    if cached:
-        return cached[-1]
-    raise FileNotFoundError(
-        f"no weights for run {key!r} in {stored.parent} or the run cache: train that "
-        "baseline first (fglib.runner.run with its config), or record the chapter "
-        "that stores it with its weights")
 
 
 class TemporalAttention(nn.Module):
@@ -92,7 +78,7 @@ class RRANet(nn.Module):
                  proposals: int = 4, evaluation: str = "top", lstm: bool = True,
                  hidden: int | None = None, local_input: str = "patch",
                  streams: str = "both", cam_run: str | None = None,
-                 dropout: float = 0.0):
+                 cam_weights: str | Path | None = None, dropout: float = 0.0):
         super().__init__()
         for name, value, allowed in (("source", source, SOURCES),
                                      ("sequence", sequence, SEQUENCES),
@@ -121,9 +107,13 @@ class RRANet(nn.Module):
         self.streams = streams
         self._frozen: list[nn.Module] = []              # outside the module tree
         if cam_run is not None:                         # a frozen baseline's backbone
+            if cam_weights is None:
+                raise ValueError(
+                    f"cam_run={cam_run!r} needs that run's weights file as cam_weights "
+                    "(the engine passes RunFiles.proposals, which "
+                    "fglib.experiments.runner.run_files finds)")
             net = copy.deepcopy(backbone)
-            state = torch.load(run_weights(cam_run), map_location="cpu",
-                               weights_only=True)
+            state = torch.load(cam_weights, map_location="cpu", weights_only=True)
             net.load_state_dict({k[len("backbone."):]: v.float()
                                  for k, v in state.items() if k.startswith("backbone.")})
             self._frozen.append(net.requires_grad_(False).eval())
