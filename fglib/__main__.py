@@ -146,7 +146,16 @@ def store_command(args: argparse.Namespace) -> int:
               f"{sum(1 for _ in store.store_dir().rglob('*') if _.is_file())} files "
               f"({ev_bytes / 1e6:.2f} MB of measurements)")
         return 1 if stale_total else 0
-
+    if args.action == "migrate":
+        if not args.old:
+            raise ValueError("store migrate needs --from OLD, the commit the store was recorded with")
+        verdicts = migrate(args.old, dry_run=args.dry_run, progress=not args.quiet)
+        table = pd.DataFrame([{"config": v.key, "method": v.method, "runs": len(v.runs), "steps": v.steps,
+                               "carried over": "no (dry run)" if args.dry_run and v.accepted
+                               else "yes" if v.accepted else "NO", "why": v.why} for v in verdicts])
+        with pd.option_context("display.width", 250, "display.max_colwidth", 90, "display.max_rows", 500):
+            print(table.to_string(index=False) if len(table) else "nothing to migrate")
+        return 0 if all(v.accepted for v in verdicts) else 1
     entries = sample(extra=[*extra_from_env(), *args.keys])
     table = verify(entries, progress=not args.quiet)
     evidence = measured.verify(measured.sample(store.indexed_chapters(), commit_id(), None if args.all else measured.SAMPLE_BUDGET_SECONDS))

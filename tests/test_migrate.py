@@ -4,6 +4,8 @@ import shutil
 
 import pytest
 
+import fglib.__main__ as cli
+
 from fglib.core.config import book_profile
 from fglib.core.paths import REPO_ROOT
 from fglib.experiments import migrate, store
@@ -91,3 +93,8 @@ def test_a_pretrained_run_is_probed_from_the_stored_pretraining_weights(isolated
     assert migrate.probe_config(book_profile(**TINY)) == book_profile(**TINY)
     assert migrate.probe_epochs(cfg.override(**{"train.epochs": 5,
                                                "train.freeze_backbone_epochs": 2})) == 3
+
+
+def test_the_command_names_what_it_needs(capsys):
+    assert cli.main(["store", "migrate"]) == 2
+    assert "store migrate needs --from OLD" in capsys.readouterr().err
