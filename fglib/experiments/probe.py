@@ -33,15 +33,19 @@ TEST_IMAGES = 32
 
 def load_api(tree: Path) -> dict:
     """The tree's modules by role; refuses to run another tree's fglib."""
+    # an editable install of another checkout (pip install -e) finds fglib's submodules that the
+    # tree lacks in that checkout: only the tree may answer
+    sys.meta_path = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
     sys.path.insert(0, str(tree))
     for layout in LAYOUTS:
         try:
             api = {role: importlib.import_module(name) for role, name in layout.items()}
         except ModuleNotFoundError:
             continue
-        where = Path(api["train"].__file__).resolve()
-        if tree.resolve() not in where.parents:
-            raise SystemExit(f"probe: imported {where}, not the fglib of {tree}")
+        for module in api.values():
+            where = Path(module.__file__).resolve()
+            if tree.resolve() not in where.parents:
+                raise SystemExit(f"probe: imported {where}, not the fglib of {tree}")
         return api
     raise SystemExit(f"probe: no known fglib layout in {tree} (LAYOUTS in {__file__})")
 
