@@ -51,14 +51,16 @@ def load_api(tree: Path) -> dict:
 
 
 def subset(train_set, cfg):
-    """A few batches' worth of training images: for a class-balanced sampler the first
-    images_per_class images of 3 x classes_per_batch classes, else the first 3 x batch_size images
-    taken class by class in turn."""
+    """Three batches' worth of training images: for a class-balanced sampler the first images of up
+    to 3 x classes_per_batch classes, as many of each as three batches need, else the first
+    3 x batch_size images taken class by class in turn."""
     t, labels = cfg.train, train_set.labels
     by_class = [(labels == c).nonzero().flatten().tolist() for c in range(int(labels.max()) + 1)]
     by_class = [idx for idx in by_class if idx]
     if t.sampler == "balanced":
-        chosen = [i for idx in by_class[:3 * t.classes_per_batch] for i in idx[:t.images_per_class]]
+        classes = by_class[:3 * t.classes_per_batch]
+        per = max(t.images_per_class, -(-3 * t.classes_per_batch * t.images_per_class // len(classes)))
+        chosen = [i for idx in classes for i in idx[:per]]
     else:
         chosen, rank = [], 0
         while len(chosen) < 3 * t.batch_size and rank < max(map(len, by_class)):
