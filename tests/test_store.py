@@ -417,3 +417,19 @@ def test_verification_retrains_in_the_recorded_precision(tiny_store, monkeypatch
         verify.retrain(keys, tmp_path / "scratch")
     assert seen == [("float32", [keys[0]]), ("bfloat16", [keys[1]])]
     assert hardware.AUTO_PRECISION_ENV not in os.environ
+
+
+def test_a_chapter_never_mixes_runs_trained_in_two_precisions(tiny_store):
+    """A method's runs in bfloat16 beside a baseline in float32 would differ by their arithmetic:
+    recording such a chapter is refused, naming the runs and the setting that fixes it."""
+    base, runs = tiny_store
+    entries = [{"key": k, "variant": v, "seed": s, "weights": False,
+                "config": base.override(**{**VARIANTS[v], "train.seed": s}).to_dict()}
+               for k, v, s in zip(runs.key, runs.variant, runs.seed)]
+    path = store.run_path(entries[-1]["key"])
+    rec = store.read_record(path)
+    other = "bfloat16" if rec["provenance"]["precision"] == "float32" else "float32"
+    store.write_record(path, {**rec, "provenance": {**rec["provenance"], "precision": other}})
+    with pytest.raises(store.StoreError, match=r"would mix runs trained in bfloat16 and float32"
+                                               r".*FGLIB_AUTO_PRECISION=float32"):
+        record.commit("demo", entries)
