@@ -226,10 +226,9 @@ def record(chapter: str) -> None:
     if os.environ.get("CI"):
         raise SystemExit("recording the results store is refused under CI: CI verifies the store, "
                          "it never writes it (record on your machine with `make record CH=...` and commit)")
-    if not os.environ.get(AUTO_PRECISION_ENV):   # spawned kernels and workers inherit it
-        os.environ[AUTO_PRECISION_ENV] = BOOK_PRECISION
-        print(f"record {chapter}: training in {BOOK_PRECISION}, the precision of the book's runs, on "
-              f"any CPU ({AUTO_PRECISION_ENV}=bfloat16 overrides)", flush=True)
+    precision = {AUTO_PRECISION_ENV: os.environ.get(AUTO_PRECISION_ENV) or BOOK_PRECISION}
+    print(f"record {chapter}: training in {precision[AUTO_PRECISION_ENV]} (the book's runs are "
+          f"{BOOK_PRECISION}, on any CPU; {AUTO_PRECISION_ENV} overrides)", flush=True)
     nb = notebook_path(chapter)
     subprocess.run([sys.executable, "-m", "jupytext", "--sync", str(nb.with_suffix(".md"))], check=True,
                    cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
@@ -237,8 +236,8 @@ def record(chapter: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     print(f"record {chapter}: 1/3 executing the chapter, training what the store lacks", flush=True)
-    execute(nb, {"FGLIB_RECORD_DIR": str(staging), "FGLIB_STORE_ONLY": "0", "FGLIB_CHAPTER": chapter},
-            output=staging / nb.name)
+    execute(nb, {"FGLIB_RECORD_DIR": str(staging), "FGLIB_STORE_ONLY": "0", "FGLIB_CHAPTER": chapter,
+                 **precision}, output=staging / nb.name)   # the kernel and its workers inherit it
     entries, evidence = read_usage(staging), read_evidence_usage(staging)
     if not entries and not evidence and not store.chapter_index_path(chapter).exists():
         print(f"record {chapter}: the chapter trains and measures nothing; nothing to record", flush=True)
@@ -248,7 +247,7 @@ def record(chapter: str) -> None:
           f"{store.store_dir()}", flush=True)
     counts = commit(chapter, entries, evidence)
     print(f"record {chapter}: 3/3 re-executing the chapter from the store", flush=True)
-    execute(nb, {"FGLIB_STORE_ONLY": "1", "FGLIB_CHAPTER": chapter})
+    execute(nb, {"FGLIB_STORE_ONLY": "1", "FGLIB_CHAPTER": chapter, **precision})
     shutil.rmtree(staging, ignore_errors=True)
     print(f"record {chapter}: {counts['recorded']} runs written ({counts['weights']} with weights), "
           f"{counts['kept']} unchanged, {counts['evidence']} measurements written "
