@@ -28,7 +28,8 @@ Choices where the paper is silent or the public port (Hawkeye) differs:
 - psi and h see pooled features: psi([GAP(Y_A), GAP(Y_B)]) (2c inputs) and h(GAP(Z'));
   a FC on the flattened maps (2cl inputs, the port's psi) would fix the image size.
 - Pairs (`pair_indices`): disjoint pairs, as the paper's "N pairs (2N images)": in a
-  class-balanced batch (m >= 4 images per class) half of them positive, half negative.
+  class-balanced batch of m >= 4 images per class about half of them positive (exactly
+  half when m is a multiple of 4, as the book's 4; two in three at m = 6).
   The paper's sampling could not be retrieved; the port pairs i with i + B/2, which in
   class-blocked batches is never a positive pair (`port_pair_indices`).
 - W, Y and the loss are computed in float32 or wider, also under autocast.
@@ -160,7 +161,8 @@ def pair_indices(labels: torch.Tensor) -> tuple:
     Classes in order of first appearance, images in batch order; a class's images 2s and
     2s + 1 form slot s: a positive pair (both of the class) for even s, a negative pair
     for odd s (image 2s with image 2s + 1 of the next class). With m images per class
-    that is about B/2 pairs, half of them positive; an odd last image stays unpaired."""
+    that is about B/2 pairs, half of them positive when m is a multiple of 4 (two in
+    three at m = 6); an odd last image stays unpaired."""
     check_batch(labels)
     ys = labels.tolist()
     classes = list(dict.fromkeys(ys))

@@ -25,10 +25,12 @@ Choices:
   pooling="gap" gives f^p = W_3^p GAP(S^p) = W_3^p (m^p * GAP(U)): no spatial attention.
 - d = c / 2 by default (the paper's 1024 for c = 2048).
 - Options reproducing public versions: self_positive (the anchor counted as its own
-  positive in sasc), normalize (L2-normalised f), divisor="2NP" instead of N, and
-  terms="sasc" (the old version with the sasc term only).
-- The N-pair terms are computed as softplus(logsumexp(negatives) - positive), exactly
-  log(1 + sum exp(.)) and stable for any magnitude; in float32 or wider.
+  positive in sasc), normalize (L2-normalised f) and divisor="2NP" instead of N.
+  terms="sasc" is the paper's "sasc only" ablation row; no public version computes it
+  (one early commit returns 0, another (2 sadc + dasc) / n).
+- The N-pair terms are computed as softplus(logsumexp(negatives) - positive), which is
+  log(1 + sum exp(.)) up to torch's softplus threshold (about 1e-12 from the public
+  loss) and stable for any magnitude; in float32 or wider.
 """
 
 from __future__ import annotations
