@@ -207,5 +207,5 @@ def test_the_checks_catch_a_long_line_and_a_section_without_code(tmp_path):
     assert [t for t, text in sections(md) if "$$" in text] == ["Eq", "Eq2"]
     with pytest.raises(AssertionError, match=r"no code shown: \['Eq', 'Eq2'\]"):
         test_every_section_with_equations_shows_the_code_of_them(md)
-    assert pyobject_source(ROOT / "fglib" / "stats.py", "effect")[0].startswith("def effect")
-    assert pyobject_source(ROOT / "fglib" / "stats.py", "nothing_here") == []
+    assert pyobject_source(ROOT / "fglib" / "core" / "stats.py", "effect")[0].startswith("def effect")
+    assert pyobject_source(ROOT / "fglib" / "core" / "stats.py", "nothing_here") == []

@@ -11,14 +11,14 @@ from fglib.models.backbones import SmallResNet
 from fglib.core.config import book_profile
 from fglib.models.blocks import NonLocal, SqueezeExcite
 from fglib.models.cin import (
-    SCI,
-    ChannelInteractionNet,
-    cci_weights,
-    contrastive_loss,
-    pair_indices,
-    port_pair_indices,
-    sci_weights,
-)
+                              SCI,
+                              ChannelInteractionNet,
+                              cci_weights,
+                              contrastive_loss,
+                              pair_indices,
+                              port_pair_indices,
+                              sci_weights,
+                              )
 
 
 def loop_sci_weights(x, sign=-1.0, tau=1.0):

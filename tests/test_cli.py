@@ -8,7 +8,7 @@ import pytest
 
 import fglib.__main__ as cli
 from fglib.core.config import (DataConfig, ModelConfig, RunConfig, TrainConfig, book_profile, paper_profile,
-                          parse_setting)
+                               parse_setting)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import torch
 from fglib.models.backbones import SmallResNet
 from fglib.data.memory import ImageTensors
 from fglib.book.evidence import (class_maps, feature_maps, in_batches, normalised_images,
-                            predictions, smoothed_terms, upsample)
+                                 predictions, smoothed_terms, upsample)
 from fglib.models.baseline import GAPClassifier
 from fglib.core.stats import compare_sentence
 

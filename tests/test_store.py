@@ -349,7 +349,7 @@ def test_every_run_a_chapter_uses_is_fresh_for_the_current_code(chapter):
         rec = store.read_record(store.run_path(r["key"]), chapter)     # readable, intact checksum
         cfg = RunConfig.from_dict(rec["config"])
         assert cfg.key() == r["key"], f"{store.run_path(r['key'])} holds another config than its key"
-        if rec["fingerprint"] != code_fingerprint(cfg):
+        if rec["fingerprint"] != runner.run_fingerprint(cfg):
             stale.append(f"  {r['key']} ({r['variant']}, seed {r['seed']}): {runner.why_not_stored(cfg)}")
         if r["weights"]:
             store.load_weights(store.weights_path(r["key"]), rec["weights"]["sha256"], chapter)

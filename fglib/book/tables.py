@@ -68,8 +68,8 @@ def gather(regime: str, seeds: Iterable[int] = regimes.COMPARE_SEEDS,
 
 
 def compared(runs: pd.DataFrame, names: Mapping[str, str]) -> pd.DataFrame:
-    """One row per method (`names`: method -> its name in the table): its metrics over seeds and
-    its difference to its own baseline."""
+    """One row per method (`names`: method -> its name in the table): its metrics over
+    seeds and its difference to its own baseline."""
     rows = {}
     for m in names:
         mine = runs[(runs.method == m) & (runs.kind == "method")]

@@ -16,8 +16,8 @@ from fglib.engine.train import load_data
 @measurement(tol=0, why="integer counts of parameters: the forward pass only tells "
              "which modules a test-time pass calls, which no rounding changes")
 def parameter_table(runs, images: int = 8) -> pd.DataFrame:
-    """Parameters trained and used at test time (fglib.book.evidence.parameter_counts, on the
-    first `images` test images) of each run: one row per label of `runs`."""
+    """Parameters trained and used at test time (fglib.book.evidence.parameter_counts,
+    on the first `images` test images) of each run: one row per label of `runs`."""
     rows = []
     for label, cfg in runs.items():
         train_set, test_set = load_data(cfg)

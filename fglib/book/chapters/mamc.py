@@ -104,8 +104,8 @@ def attention_maps_shown(runs, classes: list[int]) -> dict[str, torch.Tensor]:
 @measurement(tol=1e-6, why=FLOAT64 + "; a mean of cosines moves by as little")
 def relation_similarities(runs, per_class: int = 20, batches: int = 20) -> dict:
     """One model's mean cosine similarity of its part features over each of MAMC's four
-    sets (fglib.book.evidence.relation_similarity), averaged over the first batch of each of
-    `batches` epochs, drawn from the test images as the run drew its training
+    sets (fglib.book.evidence.relation_similarity), averaged over the first batch of
+    each of `batches` epochs, drawn from the test images as the run drew its training
     batches."""
     x, labels, _, _ = test_images(runs, per_class)
     f = part_features(load_model(runs["run"])[0], x)

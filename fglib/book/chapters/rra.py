@@ -89,9 +89,9 @@ def step_readout(runs, per_class: int = 12) -> dict:
              "generator, the same on every CPU")
 def test_protocols(runs, per_class: int = 12, draws: int = 10, seed: int = 0) -> dict:
     """Top-1 (%) of runs["T = 4"] on the evaluation images under the rules of
-    fglib.book.evidence.protocols (the best proposal, the mean over the four, `draws` random
-    draws seeded with `seed`) and with the oracle's window, and the oracle's hits minus
-    the best proposal's (paired)."""
+    fglib.book.evidence.protocols (the best proposal, the mean over the four, `draws`
+    random draws seeded with `seed`) and with the oracle's window, and the oracle's hits
+    minus the best proposal's (paired)."""
     x, y, parts, disc, size = _evaluation_set(runs["T = 4"], per_class)
     model, _ = load_model(runs["T = 4"])
     window = part_windows(parts, disc, model.patch * size, size)
