@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("chapter", help="a chapter name or 'all'")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
     rp.set_defaults(func=reproduce_command)
-    st = sub.add_parser("store", help="inspect or verify the results store")
+    st = sub.add_parser("store", help="inspect, verify or (after a refactor) migrate the results store")
     st.add_argument("action", choices=["status", "verify", "migrate"])
     st.add_argument("keys", nargs="*", help="verify: run keys to add to the sample")
     st.add_argument("--quiet", action="store_true", help="no progress bar")

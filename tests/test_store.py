@@ -417,3 +417,36 @@ def test_verification_retrains_in_the_recorded_precision(tiny_store, monkeypatch
         verify.retrain(keys, tmp_path / "scratch")
     assert seen == [("float32", [keys[0]]), ("bfloat16", [keys[1]])]
     assert hardware.AUTO_PRECISION_ENV not in os.environ
+
+
+def test_a_chapter_never_mixes_runs_trained_in_two_precisions(tiny_store):
+    """A method's runs in bfloat16 beside a baseline in float32 would differ by their arithmetic:
+    recording such a chapter is refused, naming the runs and the setting that fixes it."""
+    base, runs = tiny_store
+    entries = [{"key": k, "variant": v, "seed": s, "weights": False,
+                "config": base.override(**{**VARIANTS[v], "train.seed": s}).to_dict()}
+               for k, v, s in zip(runs.key, runs.variant, runs.seed)]
+    path = store.run_path(entries[-1]["key"])
+    rec = store.read_record(path)
+    other = "bfloat16" if rec["provenance"]["precision"] == "float32" else "float32"
+    store.write_record(path, {**rec, "provenance": {**rec["provenance"], "precision": other}})
+    with pytest.raises(store.StoreError, match=r"would mix runs trained in bfloat16 and float32"
+                                               r".*FGLIB_AUTO_PRECISION=float32"):
+        record.commit("demo", entries)
+
+
+def test_recording_executes_the_chapter_in_the_books_precision(monkeypatch, tmp_path, isolated_data):
+    """`make record` on a CPU whose auto precision is bfloat16 still trains in float32, without
+    leaving the setting in the recording process."""
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv(hardware.AUTO_PRECISION_ENV, raising=False)
+    book = tmp_path / "repo" / "book"
+    book.mkdir(parents=True)
+    (book / "demo.md").write_text("---\njupytext:\n---\n")
+    monkeypatch.setattr(record, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(record.subprocess, "run", lambda *a, **k: None)   # jupytext --sync
+    envs = []
+    monkeypatch.setattr(record, "execute", lambda nb, env, output=None: envs.append(env))
+    record.record("demo")                                   # trains and measures nothing here
+    assert envs and all(e[hardware.AUTO_PRECISION_ENV] == "float32" for e in envs)
+    assert hardware.AUTO_PRECISION_ENV not in os.environ

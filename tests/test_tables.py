@@ -55,11 +55,11 @@ def test_within_compares_two_rows_of_one_regime():
 
 def test_compared_has_one_row_per_method_against_its_own_baseline():
     rows = []
-    for method, gain in (("mcloss", 1.0), ("cin", -3.0)):
+    for method, gain, level in (("mcloss", 1.0, 70.0), ("cin", -3.0, 60.0)):   # own baselines
         for kind in ("baseline", "method"):
             for seed, noise in enumerate((-1.0, 1.0)):
                 rows.append({"method": method, "kind": kind, "seed": seed,
-                             "top1": 70 + (gain if kind == "method" else 0) + noise,
+                             "top1": level + (gain if kind == "method" else 0) + noise,
                              "hard_top1": 50.0, "within_family_errors": 40.0,
                              "seconds": 20.0 if kind == "method" else 10.0})
     runs = pd.DataFrame(rows)
@@ -68,4 +68,5 @@ def test_compared_has_one_row_per_method_against_its_own_baseline():
     assert t.loc["CIN", "diff"] == pytest.approx(-3.0)
     assert t.loc["CIN", "Δ vs baseline"] == f"-3.0 ± {math.sqrt(2 + 2) / math.sqrt(2):.1f}"
     assert t.loc["MC-Loss", "top-1 (%)"] == "71.0 ± 1.4 (2)"
+    assert t.loc["CIN", "baseline"] == "60.0 ± 1.4"                # its own baseline, not MC-Loss's
     assert t.loc["MC-Loss", "time / step"] == "2.00"

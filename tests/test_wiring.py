@@ -75,7 +75,9 @@ def test_a_doubled_loss_weight_doubles_its_terms_and_nothing_else(method, option
 
 def test_the_engine_minimises_the_sum_of_the_terms_it_logs(isolated_data):
     cfg = book_profile(**{**TINY, "model.method": "mcloss", "model.options": {"xi": 4}})
-    for row in train(cfg, progress=False).history:
+    history = train(cfg, progress=False).history
+    assert history and all({"ce", "dis", "div"} <= set(row) for row in history)
+    for row in history:
         terms = sum(v for k, v in row.items() if k in ("ce", "dis", "div"))
         assert row["loss"] == pytest.approx(terms, rel=1e-6)
 

@@ -15,7 +15,8 @@ and only then computes it, on one torch thread, into the local cache, with a lin
   and its arguments (JSON).
 - The **fingerprint** hashes the code that can change it: the function's module and the fglib
   modules it imports (the plumbing that only finds and loads runs does not count, see PLUMBING),
-  plus the code fingerprint of every run it reads (fglib.experiments.provenance). A stored value whose
+  plus the code fingerprint of every run it reads (runner.run_fingerprint, with the weights the run
+  starts from). A stored value whose
   fingerprint is not the current code's is *stale*: under FGLIB_STORE_ONLY=1 (`make test`) asking
   for it is an error naming the changed modules and `make record CH=<chapter>`.
 - A record carries a checksum, so a hand-edited or corrupted value is refused like a hand-edited run.

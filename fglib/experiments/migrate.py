@@ -94,12 +94,16 @@ def run_probe(tree: Path, job: dict[str, Any], env: dict[str, str], label: str,
                                 cwd=tree)
         bar = progress_bar(progress, total=len(job["configs"]), desc=f"probe {label}", unit="config")
         tail = []
-        for line in proc.stderr:
-            if line.startswith("probe "):
-                bar.update(1)
-            else:
-                tail = (tail + [line])[-30:]
-        bar.close()
+        try:
+            for line in proc.stderr:
+                if line.startswith("probe "):
+                    bar.update(1)
+                else:
+                    tail = (tail + [line])[-30:]
+        finally:                                       # interrupted: the probe stops too
+            bar.close()
+            if proc.poll() is None:
+                proc.kill()
         if proc.wait() != 0:
             raise RuntimeError(f"the probe failed in {tree} ({label}):\n" + "".join(tail))
         return json.loads(out_path.read_text())
@@ -128,7 +132,7 @@ def compare_trees(old_tree: Path, new_tree: Path, cfgs: list[RunConfig], precisi
                   data_cache: Path | None = None, progress: bool | None = False) -> dict[str, tuple]:
     """{probe config key: compare_probes(...)} for cfgs trained a few steps in each tree."""
     probes = [probe_config(c) for c in cfgs]
-    job = {"mode": "train", "configs": [c.to_dict() for c in probes],
+    job = {"mode": "train", "keys": [c.key() for c in probes], "configs": [c.to_dict() for c in probes],
            "epochs": {c.key(): probe_epochs(c) for c in probes}}
     with tempfile.TemporaryDirectory(prefix="fglib-migrate-data-", dir=data_cache) as tmp:
         outs = {}
@@ -143,8 +147,8 @@ def compare_trees(old_tree: Path, new_tree: Path, cfgs: list[RunConfig], precisi
 def old_fingerprints(old_tree: Path, cfgs: list[RunConfig]) -> dict[str, str]:
     """{key: fingerprint} of cfgs under the old tree's code (read against this store)."""
     env = {"FGLIB_DATA_DIR": str(store.store_dir().parent), "FGLIB_PROGRESS": "0"}
-    return run_probe(old_tree, {"mode": "fingerprints", "configs": [c.to_dict() for c in cfgs]}, env,
-                     "old fingerprints")
+    job = {"mode": "fingerprints", "keys": [c.key() for c in cfgs], "configs": [c.to_dict() for c in cfgs]}
+    return run_probe(old_tree, job, env, "old fingerprints")
 
 
 def seedless(cfg: RunConfig) -> str:
@@ -163,8 +167,13 @@ def stale_records() -> list[dict[str, Any]]:
     return out
 
 
-def rewrite(record: dict[str, Any], note: dict[str, Any]) -> str | None:
-    """Carry one record over to the current code's fingerprint; the reason when it cannot be."""
+def rewrite(probed: dict[str, Any], note: dict[str, Any]) -> str | None:
+    """Carry one record over to the current code's fingerprint; the reason when it cannot be.
+    The record is read again (under the store's lock, held by the caller): one that changed since it
+    was probed (a concurrent `make record`) is left alone."""
+    record = store.read_record(store.run_path(probed["key"]))
+    if record["sha256"] != probed["sha256"]:
+        return "its record changed while it was probed; run store migrate again"
     cfg = RunConfig.from_dict(record["config"])
     modules = run_modules(cfg)
     before = record["modules"].get("initial weights")
@@ -182,8 +191,12 @@ def migrate(old: str, new: str = "HEAD", dry_run: bool = False,
             progress: bool | None = True) -> list[Verdict]:
     """Probe every configuration of the runs stale under `new` and fresh under `old`, and carry the
     accepted runs over (not with dry_run). `new` must be the checked-out, committed code."""
-    old_sha, new_sha = git("rev-parse", "--verify", f"{old}^{{commit}}"), git("rev-parse", "HEAD")
-    if git("rev-parse", "--verify", f"{new}^{{commit}}") != new_sha:
+    try:
+        old_sha, new_sha = git("rev-parse", "--verify", f"{old}^{{commit}}"), git("rev-parse", "HEAD")
+        named_new = git("rev-parse", "--verify", f"{new}^{{commit}}")
+    except subprocess.CalledProcessError as e:
+        raise ValueError(f"not a commit of this repository: {e.stderr.strip() or e}") from None
+    if named_new != new_sha:
         raise ValueError(f"{new} is not the checked-out commit (HEAD {new_sha[:12]}): check it out first")
     if git("status", "--porcelain", "--", "fglib"):
         raise ValueError("fglib/ has uncommitted changes: commit the refactor first, so that the note "
@@ -194,8 +207,8 @@ def migrate(old: str, new: str = "HEAD", dry_run: bool = False,
         return []
     tmp = Path(tempfile.mkdtemp(prefix="fglib-old-"))
     tree = tmp / "tree"
-    git("worktree", "add", "--detach", str(tree), old_sha)
     try:
+        git("worktree", "add", "--detach", str(tree), old_sha)
         cfgs = {r["key"]: RunConfig.from_dict(r["config"]) for r in stale}
         old_fp = old_fingerprints(tree, list(cfgs.values()))
         verdicts: list[Verdict] = []
@@ -217,9 +230,11 @@ def migrate(old: str, new: str = "HEAD", dry_run: bool = False,
             for rs, c in zip(group_list, firsts):
                 ok, why, steps = results[probe_config(c).key()]
                 verdicts.append(Verdict(c.key(), c.model.method, ok, why, steps, [r["key"] for r in rs]))
-    finally:
-        git("worktree", "remove", "--force", str(tree))
+    finally:                                           # never masks the error that got here
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO_ROOT,
+                       capture_output=True, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=REPO_ROOT, capture_output=True, check=False)
     if dry_run:
         return verdicts
     note = {"from": old_sha, "to": new_sha, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -228,10 +243,12 @@ def migrate(old: str, new: str = "HEAD", dry_run: bool = False,
     records = {r["key"]: r for r in stale if r["key"] in accepted}
     # the pretraining runs first: the fingerprints of the runs that start from their weights need them
     order = sorted(records, key=lambda k: records[k]["config"]["data"]["name"] != "pretrain")
+    refused = []
     with store_lock():
         for key in order:
             v = accepted[key]
             why = rewrite(records[key], {**note, "check": f"{v.why} (probe of config {v.key})"})
-            if why is not None:
-                v.accepted, v.why = False, f"{key}: {why}"
-    return verdicts
+            if why is not None:                        # its group's other runs are carried over
+                v.runs.remove(key)
+                refused.append(Verdict(key, v.method, False, why, v.steps, [key]))
+    return verdicts + refused

@@ -4,8 +4,9 @@ fglib and reports, for each configuration it is given, what a few training steps
 
     python probe.py TREE JOB.json OUT.json
 
-JOB.json: {"mode": "train", "configs": [config dicts], "epochs": {key: epochs}} or
-          {"mode": "fingerprints", "configs": [...]}.
+JOB.json: {"mode": "train", "keys": [...], "configs": [config dicts], "epochs": {key: epochs}}
+          or {"mode": "fingerprints", "keys": [...], "configs": [...]}; results are keyed by the
+          job's keys (the new code's), whatever key the probed tree computes.
 OUT.json: per config key, the loss terms of every step (float.hex: every bit), the sha256 of the
 final weights and of the logits on the first test images; or the config's code fingerprint under
 that tree's code.
@@ -36,11 +37,15 @@ def load_api(tree: Path) -> dict:
     # an editable install of another checkout (pip install -e) finds fglib's submodules that the
     # tree lacks in that checkout: only the tree may answer
     sys.meta_path = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+    here = str(Path(__file__).resolve().parent)          # this script's folder: not a source of fglib
+    sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != Path(here)]
     sys.path.insert(0, str(tree))
     for layout in LAYOUTS:
         try:
             api = {role: importlib.import_module(name) for role, name in layout.items()}
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith("fglib"):   # a missing package, not another layout
+                raise
             continue
         for module in api.values():
             where = Path(module.__file__).resolve()
@@ -117,9 +122,8 @@ def main(argv: list[str]) -> int:
     job = json.loads(job_path.read_text())
     RunConfig = api["config"].RunConfig
     out, data_cache = {}, {}
-    for d in job["configs"]:
+    for key, d in zip(job["keys"], job["configs"]):
         cfg = RunConfig.from_dict(d)
-        key = cfg.key()
         if job["mode"] == "fingerprints":
             out[key] = (api["runner"].run_fingerprint(cfg) if "runner" in api
                         else api["provenance"].code_fingerprint(cfg))

@@ -28,10 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from fglib.core.config import RunConfig
+from fglib.core.hardware import AUTO_PRECISION_ENV
 from fglib.core.paths import REPO_ROOT, cache_dir
 from fglib.experiments import store
 from fglib.experiments.runner import cache_folder, lookup
 from fglib.experiments.usage import read_evidence_usage, read_usage
+
+# Every stored run trained in float32 (the book was recorded on AVX2 machines, where train.amp="auto"
+# keeps float32). Recording trains in it on every CPU, so that a run recorded on a CPU with BF16
+# instructions sits beside its baseline in the same arithmetic; a chapter never mixes the two.
+BOOK_PRECISION = "float32"
 
 
 def stage_evidence(chapter: str, evidence: list[dict[str, Any]]) -> tuple[list[tuple[Path, Path]], int]:
@@ -136,6 +142,14 @@ def _commit(chapter: str, entries: list[dict[str, Any]],
                                        f"{store.run_path(e['key'])} and record {chapter} again")
             record, where = store.read_record(cached), "cache"
         plan.append((e, record, where, cache_weights if where == "cache" and e["needs_weights"] else None))
+    precisions = {r["provenance"]["precision"] for _, r, _, _ in plan}
+    if len(precisions) > 1:                # a method and its baseline in different arithmetic
+        mixed = ", ".join(f"{e['key']} ({r['provenance']['precision']})" for e, r, _, _ in plan
+                          if r["provenance"]["precision"] != BOOK_PRECISION)
+        raise store.StoreError(
+            f"{chapter} would mix runs trained in {' and '.join(sorted(precisions))}: {mixed}. A "
+            f"chapter compares runs trained in one precision; delete those runs from the local "
+            f"cache ({store.runs_dir()}) and record again with {AUTO_PRECISION_ENV}={BOOK_PRECISION}")
     counts = {"recorded": 0, "kept": 0, "weights": 0}
     staged: list[tuple[Path, Path]] = []                 # (temporary file, final path), weights first
     try:
@@ -212,6 +226,9 @@ def record(chapter: str) -> None:
     if os.environ.get("CI"):
         raise SystemExit("recording the results store is refused under CI: CI verifies the store, "
                          "it never writes it (record on your machine with `make record CH=...` and commit)")
+    precision = {AUTO_PRECISION_ENV: os.environ.get(AUTO_PRECISION_ENV) or BOOK_PRECISION}
+    print(f"record {chapter}: training in {precision[AUTO_PRECISION_ENV]} (the book's runs are "
+          f"{BOOK_PRECISION}, on any CPU; {AUTO_PRECISION_ENV} overrides)", flush=True)
     nb = notebook_path(chapter)
     subprocess.run([sys.executable, "-m", "jupytext", "--sync", str(nb.with_suffix(".md"))], check=True,
                    cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
@@ -219,8 +236,8 @@ def record(chapter: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     print(f"record {chapter}: 1/3 executing the chapter, training what the store lacks", flush=True)
-    execute(nb, {"FGLIB_RECORD_DIR": str(staging), "FGLIB_STORE_ONLY": "0", "FGLIB_CHAPTER": chapter},
-            output=staging / nb.name)
+    execute(nb, {"FGLIB_RECORD_DIR": str(staging), "FGLIB_STORE_ONLY": "0", "FGLIB_CHAPTER": chapter,
+                 **precision}, output=staging / nb.name)   # the kernel and its workers inherit it
     entries, evidence = read_usage(staging), read_evidence_usage(staging)
     if not entries and not evidence and not store.chapter_index_path(chapter).exists():
         print(f"record {chapter}: the chapter trains and measures nothing; nothing to record", flush=True)
@@ -230,7 +247,7 @@ def record(chapter: str) -> None:
           f"{store.store_dir()}", flush=True)
     counts = commit(chapter, entries, evidence)
     print(f"record {chapter}: 3/3 re-executing the chapter from the store", flush=True)
-    execute(nb, {"FGLIB_STORE_ONLY": "1", "FGLIB_CHAPTER": chapter})
+    execute(nb, {"FGLIB_STORE_ONLY": "1", "FGLIB_CHAPTER": chapter, **precision})
     shutil.rmtree(staging, ignore_errors=True)
     print(f"record {chapter}: {counts['recorded']} runs written ({counts['weights']} with weights), "
           f"{counts['kept']} unchanged, {counts['evidence']} measurements written "

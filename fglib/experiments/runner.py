@@ -10,7 +10,7 @@ stale run is an error that lists the runs and the command that records them.
 
 Every run trains on ONE torch thread, and runs go in parallel across processes (FGLIB_WORKERS,
 default: the number of cores), so results do not depend on the number of cores: a run is
-reproducible bit for bit on the same kind of CPU (fglib.experiments.provenance.cpu_kind). A run that was
+reproducible bit for bit on the same kind of CPU (fglib.core.hardware.cpu_kind). A run that was
 interrupted resumes from its checkpoint in its cache folder.
 """
 from __future__ import annotations

@@ -4,7 +4,8 @@ terms).
 The registry maps a method name (as used by configs and the CLI) to a builder
 `builder(backbone, num_classes, cfg, files) -> nn.Module`. `files` (RunFiles) are the saved
 weights a run starts from, resolved by the experiment layer and handed down: a model reads no
-results store, no cache and no environment.
+results store and no run cache. (A torchvision backbone with pretrained=True still gets its
+ImageNet weights through torchvision's own weights API and its hub cache.)
 """
 
 from __future__ import annotations
