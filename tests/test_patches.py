@@ -63,6 +63,23 @@ def test_cut_reads_the_pixels_of_an_aligned_box_and_interpolates_a_ramp():
     assert torch.allclose(p[1, 0, 0, 0], torch.tensor([6.5, 8.5, 10.5, 12.5], dtype=torch.float64))
 
 
+def test_cut_copies_boxes_on_the_pixel_grid_pixel_for_pixel():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)                 # no ramp: a blur would show
+    boxes = torch.tensor([[[0.0, 0.0, 6.0, 6.0], [10.0, 3.0, 16.0, 9.0]],
+                          [[5.0, 10.0, 11.0, 16.0], [4.0, 4.0, 10.0, 10.0]]], dtype=torch.float64)
+    p = cut(x, boxes, 6)
+    for b in range(2):
+        for k in range(2):
+            x0, y0, x1, y1 = boxes[b, k].long().tolist()
+            assert torch.equal(p[b, k], x[b, :, y0:y1, x0:x1]), (b, k)
+    # the same boxes read at 3 x 3: the exact crop, resized bilinearly
+    small = cut(x, boxes, 3)
+    crop = x[0, :, 0:6, 0:6][None]
+    assert torch.equal(small[0, 0], torch.nn.functional.interpolate(
+        crop, size=(3, 3), mode="bilinear", align_corners=False)[0])
+
+
 @pytest.mark.parametrize("padding,flip", [(0, True), (4, False), (4, True), (6, True)])
 def test_mapped_points_land_on_the_marked_pixels_after_augment(padding, flip):
     size, b = 24, 16

@@ -165,12 +165,27 @@ def test_added_fields_keep_old_keys_until_they_are_set():
 
 # -- the regime study ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("pretrained,alpha,beta", [(False, 1.5, 20.0), (True, 5e-4, 10.0)])
-@pytest.mark.parametrize("classes", [24, 32])
-def test_mcloss_lambda_follows_xi(pretrained, alpha, beta, classes):
-    o = regimes.mcloss_options(pretrained, classes)
-    xi = 128 / classes
-    assert o["mu"] == alpha and o["lam"] * o["mu"] * xi == pytest.approx(beta)   # lambda = beta/(alpha xi)
+@pytest.mark.parametrize("pretrained", [False, True])
+def test_mcloss_weights_rebuild_the_official_losses(pretrained):
+    """Each official script's loss, rebuilt from the two terms, equals the book's
+    CE + mu (L_dis - lambda L_div) plus a constant: from scratch (VGG-16)
+    CE + 1.5 L_dis + 20 (1 - L_div / xi); fine-tuning (ResNet-50)
+    CE + 5e-4 (L_dis + 10 (1 - L_div / xi)). 32 classes of 4 channels: even groups."""
+    from fglib.models.mcloss import MCLoss, channel_groups
+
+    classes, channels = 32, 128
+    xi = channels // classes
+    o = regimes.mcloss_options(pretrained, classes, channels)
+    torch.manual_seed(0)
+    fmap = torch.randn(6, channels, 3, 3, dtype=torch.float64)
+    y = torch.randint(0, classes, (6,))
+    mc = MCLoss(channel_groups(channels, classes, None), mask="none")
+    dis, div = mc.discriminality(fmap, y), mc.diversity(fmap)
+    ours = o["mu"] * (dis - o["lam"] * div)
+    official = (1.5 * dis + 20 * (1 - div / xi) if not pretrained
+                else 5e-4 * (dis + 10 * (1 - div / xi)))
+    constant = 20.0 if not pretrained else 5e-4 * 10
+    assert official.item() == pytest.approx(ours.item() + constant, rel=1e-12)
 
 
 def test_regime_cells_change_one_factor_at_a_time():

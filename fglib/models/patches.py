@@ -8,8 +8,9 @@ benchmark's part coordinates and of fglib.models.attention.peak_xy. A box is (x0
   frame, so every patch has the same size and content from the image only.
 - `ranked_peaks`: the k highest cells of a map with non-maximum suppression, as pixel
   points: the weakly supervised proposals.
-- `cut`: the boxes' contents resized to a fixed side (bilinear: torchvision's
-  roi_align).
+- `cut`: the boxes' contents at a fixed side: boxes on the pixel grid are copied pixel
+  for pixel (then resized bilinearly when the side differs, as the official code crops
+  and resizes); boxes off the grid are sampled bilinearly (torchvision's roi_align).
 - `augment_params` and `map_points`: where a point of the stored image lands after the
   training engine's random crop and flip (fglib.data.memory.augment), for patches that
   follow the augmentation.
@@ -17,6 +18,7 @@ benchmark's part coordinates and of fglib.models.attention.peak_xy. A box is (x0
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 
@@ -62,9 +64,29 @@ def ranked_peaks(maps: torch.Tensor, k: int, image_size: int | tuple[int, int],
 
 
 def cut(x: torch.Tensor, boxes: torch.Tensor, side: int) -> torch.Tensor:
-    """Images (B, C, S, S) and boxes (B, K, 4) -> patches (B, K, C, side, side): the
-    boxes' contents resized bilinearly (pixel-centre aligned)."""
+    """Images (B, C, S, S) and boxes (B, K, 4) -> patches (B, K, C, side, side).
+
+    Boxes on the pixel grid (integer corners, all of one size s x s) are cropped exactly,
+    p[b, k, :, i, j] = x[b, :, y0 + i, x0 + j], then resized bilinearly to `side` when
+    s != side. Other boxes are sampled bilinearly at pixel centres (roi_align)."""
     b, k, _ = boxes.shape
+    w = boxes[..., 2] - boxes[..., 0]
+    on_grid = (bool(torch.equal(boxes, boxes.round())) and w.numel() > 0
+               and bool((w == w.flatten()[0]).all())
+               and bool((boxes[..., 3] - boxes[..., 1] == w).all()))
+    if on_grid:
+        s = int(w.flatten()[0])
+        steps = torch.arange(s, device=x.device)
+        rows = boxes[..., 1].long()[..., None, None] + steps[:, None]  # (B, K, s, 1)
+        cols = boxes[..., 0].long()[..., None, None] + steps[None, :]  # (B, K, 1, s)
+        batch = torch.arange(b, device=x.device)[:, None, None, None]
+        p = x.permute(0, 2, 3, 1)[batch, rows, cols]                  # (B, K, s, s, C)
+        p = p.permute(0, 1, 4, 2, 3)                                  # (B, K, C, s, s)
+        if s == side:
+            return p.contiguous()
+        p = F.interpolate(p.reshape(b * k, x.shape[1], s, s), size=(side, side),
+                          mode="bilinear", align_corners=False)
+        return p.reshape(b, k, x.shape[1], side, side)
     index = torch.arange(b, device=x.device, dtype=x.dtype).repeat_interleave(k)
     rois = torch.cat([index[:, None], boxes.reshape(b * k, 4).to(x.dtype)], 1)
     out = roi_align(x, rois, output_size=side, spatial_scale=1.0, sampling_ratio=2,

@@ -6,7 +6,7 @@ import torch
 
 from fglib.models.attention import chance_on_part, peak_on_part
 from fglib.book.evidence import (boxes_cover, class_maps, first_test_images, in_batches,
-                            normalised_images, parameter_counts, proposals)
+                                 normalised_images, parameter_counts, proposals)
 from fglib.experiments.measured import FLOAT64, measurement
 from fglib.models.patches import square_boxes
 from fglib.experiments.runner import load_model

@@ -7,8 +7,8 @@ import pandas as pd
 import torch
 
 from fglib.book.evidence import (boxes_cover, first_test_images, local_readout,
-                            normalised_images, part_windows, proposal_logits, proposals,
-                            protocols)
+                                 normalised_images, part_windows, proposal_logits, proposals,
+                                 protocols)
 from fglib.experiments.measured import FLOAT64, measurement
 from fglib.models.patches import square_boxes
 from fglib.experiments.runner import fresh_model, load_model
