@@ -8,6 +8,8 @@
 #   make record CH=mcloss     after an intended change: train the chapter's runs into the results store
 #                             (data/runs/), then re-execute it from the store (refused under CI)
 #   make expected CH=intro    record the chapter's checked results in data/expected/intro.csv, then re-execute
+#   make mutation             mutation testing of fglib/models/ with mutmut (about 6 min on 2 cores; not in CI):
+#                             writes tests/mutation/survivors.md, the survivors sorted by why they survive
 #   make check-book           open every page of _build/html in headless Chromium (apt-get install chromium):
 #                             broken links/images, raw TeX, JavaScript errors, code wider than its column
 SHELL := /bin/bash
@@ -20,7 +22,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
            --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=1800
 
-.PHONY: book test venv chapter expected record reproduce status notebooks clean check-book venv-browser
+.PHONY: book test venv chapter expected record reproduce status notebooks clean check-book venv-browser mutation
 
 venv: $(STAMP)
 
@@ -61,6 +63,15 @@ expected: $(STAMP)
 	FGLIB_UPDATE_EXPECTED=1 $(EXECUTE) book/$(CH).ipynb
 	$(EXECUTE) book/$(CH).ipynb
 	git diff --stat -- data/expected/$(CH).csv
+
+# mutmut is an author's tool, installed on first use (pyproject.toml's [tool.mutmut] says what it
+# mutates and which tests it runs); a fresh run each time, as mutant names follow the source.
+mutation: $(STAMP)
+	$(BIN)/python -m pip install -q "mutmut==3.8.1"
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $$(nproc)
+	$(BIN)/python tests/mutation/report.py > tests/mutation/survivors.md
+	head -n 20 tests/mutation/survivors.md
 
 notebooks: $(STAMP)
 	for md in $(CHAPTERS); do $(MAKE) chapter CH=$$(basename $$md .md) || exit 1; done

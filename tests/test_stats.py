@@ -130,3 +130,9 @@ def test_rank_correlation_pvalue_counts_the_orders_by_hand():
     assert rank_correlation_pvalue([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at most 8"):
         rank_correlation_pvalue(range(9), range(9))
+
+
+def test_signed_differences_never_print_a_negative_zero():
+    from fglib.core.stats import signed
+    assert [signed(v) for v in (-0.04, 0.04, -0.06, 1.25, 0.0)] == [
+        "+0.0", "+0.0", "-0.1", "+1.2", "+0.0"]

@@ -14,7 +14,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from fglib.core.stats import effect, mean_difference
+from fglib.core.stats import effect, mean_difference, signed
 from fglib.engine.train import load_data
 from fglib.experiments import regimes
 from fglib.experiments.runner import between, collect, results_of, versus_baseline
@@ -42,7 +42,7 @@ def shown(t: pd.DataFrame) -> pd.DataFrame:
     """A versus_baseline table as the chapters print it: top-1, the difference ± se, the verdict."""
     return pd.DataFrame({
         "top-1 (%)": t.top1,
-        "Δ vs baseline": [("" if v == "" else f"{d:+.1f} ± {s:.1f}")
+        "Δ vs baseline": [("" if v == "" else f"{signed(d)} ± {s:.1f}")
                           for d, s, v in zip(t["diff"], t.se, t.verdict)],
         "verdict": t.verdict})
 
@@ -81,7 +81,7 @@ def compared(runs: pd.DataFrame, names: Mapping[str, str]) -> pd.DataFrame:
             "baseline": f"{base.top1.mean():.1f} ± {base.top1.std():.1f}",
             "hard families": f"{mine.hard_top1.mean():.1f}",
             "errors in family (%)": f"{mine.within_family_errors.mean():.0f}",
-            "Δ vs baseline": f"{d:+.1f} ± {se:.1f}", "diff": d, "se": se,
+            "Δ vs baseline": f"{signed(d)} ± {se:.1f}", "diff": d, "se": se,
             "verdict": effect(d, se),
             "time / step": f"{mine.seconds.mean() / base.seconds.mean():.2f}"}
     return pd.DataFrame(rows).T

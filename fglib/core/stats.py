@@ -21,6 +21,11 @@ from typing import Iterable
 import torch
 
 
+
+def signed(d: float, digits: int = 1) -> str:
+    """d with its sign at `digits` decimals, never "-0.0" (a difference that rounds to zero)."""
+    return f"{round(float(d), digits) + 0.0:+.{digits}f}"
+
 def _check(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.ndim != 2:
         raise ValueError("features must be a matrix (N, D), "
@@ -106,7 +111,7 @@ def compare_sentence(a: Iterable[float], b: Iterable[float], what: str, against:
     else:
         side = "above" if d > 0 else "below"
         verdict = f"more than two standard errors {side} zero: {word}"
-    change = f"**{d:+.1f} ± {se:.1f} points**"
+    change = f"**{signed(d)} ± {se:.1f} points**"
     return f"{what} changes top-1 by {change} over {against}, {verdict}."
 
 

@@ -75,10 +75,11 @@ def channels_per_class(num_classes: int, channels: int = 128) -> float:
 def mcloss_options(pretrained: bool, num_classes: int, channels: int = 128) -> dict:
     """Official MC-Loss weights in the paper's form L = CE + mu (L_dis - lambda L_div).
 
-    From scratch, the official VGG-16 script: CE + alpha L_dis + beta (1 - L_div / xi) with
-    alpha = 1.5, beta = 20, so mu = alpha and lambda = beta / (alpha xi). Fine-tuning, the
-    official ResNet-50 script (PRIS-CV/Mutual-Channel-Loss, MC_ResNet50.py): CE + alpha
-    (L_dis + beta (1 - L_div / xi)) with alpha = 5e-4, beta = 10, so mu = alpha and
+    From scratch, the official VGG-16 script: CE + alpha L_dis
+    + beta (1 - L_div / xi) with alpha = 1.5, beta = 20, so mu = alpha and
+    lambda = beta / (alpha xi). Fine-tuning, the official ResNet-50 script
+    (PRIS-CV/Mutual-Channel-Loss, MC_ResNet50.py): CE + alpha (L_dis
+    + beta (1 - L_div / xi)) with alpha = 5e-4, beta = 10, so mu = alpha and
     lambda = beta / xi (beta inside alpha). xi: the book's mean channels per class.
     """
     xi = channels_per_class(num_classes, channels)
