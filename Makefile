@@ -7,7 +7,8 @@
 #   make chapter CH=intro     re-sync book/intro.md -> .ipynb and re-execute it (outputs refreshed)
 #   make record CH=mcloss     after an intended change: train the chapter's runs into the results store
 #                             (data/runs/), then re-execute it from the store (refused under CI)
-#   make expected CH=intro    record the chapter's checked results in data/expected/intro.csv, then re-execute
+#   make expected CH=intro    record the chapter's checked results in data/expected/intro.csv and what its
+#                             figures draw in data/expected/figures/intro.json, then re-execute
 #   make mutation             mutation testing of fglib/models/ with mutmut (about 6 min on 2 cores; not in CI):
 #                             writes tests/mutation/survivors.md, the survivors sorted by why they survive
 #   make check-book           open every page of _build/html in headless Chromium (apt-get install chromium):
@@ -62,7 +63,7 @@ expected: $(STAMP)
 	$(BIN)/jupytext --sync book/$(CH).md
 	FGLIB_UPDATE_EXPECTED=1 $(EXECUTE) book/$(CH).ipynb
 	$(EXECUTE) book/$(CH).ipynb
-	git diff --stat -- data/expected/$(CH).csv
+	git diff --stat -- data/expected/$(CH).csv data/expected/figures/$(CH).json
 
 # mutmut is an author's tool, installed on first use (pyproject.toml's [tool.mutmut] says what it
 # mutates and which tests it runs); a fresh run each time, as mutant names follow the source.

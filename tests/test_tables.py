@@ -60,7 +60,9 @@ def test_compared_has_one_row_per_method_against_its_own_baseline():
             for seed, noise in enumerate((-1.0, 1.0)):
                 rows.append({"method": method, "kind": kind, "seed": seed,
                              "top1": level + (gain if kind == "method" else 0) + noise,
-                             "hard_top1": 50.0, "within_family_errors": 40.0,
+                             "hard_top1": level - 20 + 3 * seed + 10 * (kind == "baseline"),
+                             "within_family_errors": 30.0 + 10 * seed + (method == "cin")
+                             + 20 * (kind == "baseline"),
                              "seconds": 20.0 if kind == "method" else 10.0})
     runs = pd.DataFrame(rows)
     t = tables.compared(runs, {"mcloss": "MC-Loss", "cin": "CIN"})
@@ -70,3 +72,8 @@ def test_compared_has_one_row_per_method_against_its_own_baseline():
     assert t.loc["MC-Loss", "top-1 (%)"] == "71.0 ± 1.4 (2)"
     assert t.loc["CIN", "baseline"] == "60.0 ± 1.4"                # its own baseline, not MC-Loss's
     assert t.loc["MC-Loss", "time / step"] == "2.00"
+    # the method's own runs only: hard families 51.5 (CIN 41.5), errors in family 35 (36)
+    assert t.loc["MC-Loss", "hard families"] == "51.5" and t.loc["CIN", "hard families"] == "41.5"
+    assert t.loc["MC-Loss", "errors in family (%)"] == "35"
+    assert t.loc["CIN", "errors in family (%)"] == "36"
+    assert t.loc["MC-Loss", "verdict"] == "no measurable effect"     # 1.0 <= 2 x 1.41
