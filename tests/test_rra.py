@@ -79,11 +79,34 @@ def test_evaluation_is_deterministic_and_leaves_the_rng_alone(options):
 
 
 def test_training_draws_one_proposal_per_image():
+    """In training, each image's local stream sees one of its own ranked proposals, drawn for
+    that image: over repeated steps every rank is drawn for every image, and images of one
+    batch draw different ranks."""
     model = small(source="peaks", proposals=3).train()
-    x, y = images()
-    state = torch.get_rng_state()
-    model(x, y)
-    assert not torch.equal(torch.get_rng_state(), state)           # the draw used the RNG
+    x, y = images(6, 32)
+    seen = {}
+    candidates, patch_features = model.candidates, model.patch_features
+
+    def spy_candidates(*args):
+        seen["candidates"] = candidates(*args)
+        return seen["candidates"]
+
+    def spy_patches(xb, boxes):
+        seen["boxes"] = boxes
+        return patch_features(xb, boxes)
+
+    model.candidates, model.patch_features = spy_candidates, spy_patches
+    picks = []
+    for step in range(30):
+        torch.manual_seed(100 + step)
+        model(x, y)
+        own, boxes = seen["candidates"], seen["boxes"]
+        assert boxes.shape == (6, 1, 4)
+        ranks = [{j for j in range(3) if torch.equal(boxes[i, 0], own[i, j])} for i in range(6)]
+        assert all(ranks), "a patch that is not one of the image's own proposals"
+        picks.append(ranks)
+    assert all(set().union(*(p[i] for p in picks)) == {0, 1, 2} for i in range(6))
+    assert any(len(set().union(*p)) > 1 and not set.intersection(*p) for p in picks)
 
 
 def test_distinct_patches_are_the_ranked_peaks_and_stay_in_the_frame():
@@ -161,9 +184,23 @@ def test_the_frozen_proposal_network_loads_weights_and_never_trains(tmp_path, mo
 
 
 def test_step_logits_read_out_every_step():
+    """step_logits[:, t] is the local classifier on the LSTM's output after t + 1 steps (the
+    recurrent layer is causal: a sequence cut after step t gives the same o_t), and the local
+    logits z_l are their attention-weighted sum (W_l is linear and the a_t sum to one)."""
     model = small(steps=4).eval()
     x, _ = images()
-    assert model.step_logits(x).shape == (6, 4, 3)
+    with torch.no_grad():
+        steps = model.step_logits(x)                                   # (B, T, K)
+        fmap = model.features(x)
+        v = model.patch_features(x, model.candidates(x, fmap)[:, :1])  # (B, 1, c)
+        v = v.expand(-1, 4, -1)                                        # the patch, 4 times
+        for t in range(4):
+            o_t = model.lstm(v[:, :t + 1])[0][:, -1]                   # (B, H)
+            torch.testing.assert_close(steps[:, t], model.local_head(o_t), rtol=1e-12,
+                                       atol=1e-12)
+        z_l, a = model.local_stream(x, fmap)
+    assert steps.shape == (6, 4, 3) and not torch.allclose(steps[:, 0], steps[:, 3])
+    torch.testing.assert_close(z_l, (a[..., None] * steps).sum(1), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("options,match", [({"source": "boxes"}, "source must be"),
@@ -202,18 +239,25 @@ def test_random_proposals_follow_the_generator_and_stay_among_the_candidates():
 
 
 def test_ablation_rows_take_their_patches_from_the_same_seeds_baseline():
+    """Written out by hand: the rows whose patches are the frozen baseline's peaks, and for
+    each of them the baseline run of the same seed in the same ablation."""
     from fglib.experiments import regimes
+    frozen_map = {"local only", "global + local, no LSTM", "T = 1", "T = 4", "T = 10",
+                  "T = 4, distinct patches"}
+    no_map = {"T = 4, centre patch", "whole image (control)", "T = 4, own map's peaks"}
     jobs = regimes.rra_ablation() + regimes.rra_ablation((0,), regimes.RRA_EXTRAS)
-    assert len(jobs) == len(regimes.RRA_ROWS) * len(regimes.SEEDS) + 1
+    baselines = {seed: cfg for row, seed, cfg in jobs if row == "global only (baseline)"}
+    assert sorted(baselines) == list(regimes.SEEDS)
+    assert all(cfg.model.method == "baseline" for cfg in baselines.values())
+    rows = {row for row, _, _ in jobs} - {"global only (baseline)"}
+    assert rows == frozen_map | no_map
+    assert len(jobs) == 9 * len(regimes.SEEDS) + 1                  # 9 rows, 1 extra
     for row, seed, cfg in jobs:
-        opts = cfg.model.options
-        if opts is None or cfg.model.method != "rra":
-            assert row == "global only (baseline)" and cfg == regimes.rra_baseline(seed)
+        if row == "global only (baseline)":
             continue
-        wants_cam = (opts["source"] == "peaks" and opts.get("local_input") != "image"
-                     and "own map" not in row)
-        assert opts.get("cam_run") == (regimes.rra_baseline(seed).key() if wants_cam
-                                       else None), row
+        assert cfg.model.method == "rra" and cfg.train.seed == seed, row
+        want = baselines[seed].key() if row in frozen_map else None
+        assert cfg.model.options.get("cam_run") == want, row
         assert cfg.model.pretrained and cfg.data.image_size == 48
 
 

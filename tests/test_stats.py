@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fglib.core.stats import nearest_neighbour_accuracy, scatter_ratio, scatter_traces
-from fglib.book.toy import part_features
+from fglib.book.toy import part_features, predicted_ratio
 
 
 def reference_traces(x, y):
@@ -89,13 +89,67 @@ def test_toy_is_deterministic_and_checks_parts():
         part_features(3, 4, 2, 2, [2], 1.0, 1.0, seed=5)
 
 
-def test_toy_ratio_follows_the_derivation():
-    # J ~ (1 - 1/K) |D|/P sigma_b^2/sigma_w^2 + (K-1)/(N-K), averaged over draws
-    K, n_per, P, d = 8, 50, 4, 6
-    ratios = [scatter_ratio(f.x, f.y) for f in
-              (part_features(K, n_per, P, d, [0], 1.0, 1.0, seed=s) for s in range(30))]
-    predicted = (1 - 1 / K) * 1 / P + (K - 1) / (K * n_per - K)
-    assert sum(ratios) / len(ratios) == pytest.approx(predicted, rel=0.1)
+def toy_as_a_linear_map(K, n, P, d, differing, sigma_b, sigma_w):
+    """The toy model written from its equation as a matrix L: x (N P d,) = L z for z, the
+    standard normal draws in the order part_features makes them (shared means (P d),
+    own means (K P d), noise (N P d)). x^(p)_i = sigma_b m_{y_i, p} + sigma_w n^(p)_i, with
+    m shared on the parts that do not differ."""
+    N = K * n
+    shared, own = P * d, K * P * d
+    L = torch.zeros(N * P * d, shared + own + N * P * d, dtype=torch.float64)
+    for i in range(N):
+        c = i // n
+        for p in range(P):
+            for j in range(d):
+                row = (i * P + p) * d + j
+                mean = shared + (c * P + p) * d + j if p in differing else p * d + j
+                L[row, mean] = sigma_b
+                L[row, shared + own + row] = sigma_w
+    return L
+
+
+def expected_traces(L, K, n, P, d):
+    """(E tr S_W, E tr S_B) exactly: each trace is x^T A x for a projection A, and
+    E[x^T A x] = tr(L^T A L) for x = L z, z standard normal."""
+    N, D = K * n, P * d
+    same_class = torch.zeros(N, N, dtype=torch.float64)
+    for i in range(N):
+        for k in range(N):
+            same_class[i, k] = 1.0 / n if i // n == k // n else 0.0       # class means
+    everyone = torch.full((N, N), 1.0 / N, dtype=torch.float64)            # global mean
+    eye_d = torch.eye(D, dtype=torch.float64)
+    a_w = torch.kron(torch.eye(N, dtype=torch.float64) - same_class, eye_d)
+    a_b = torch.kron(same_class - everyone, eye_d)
+    return [float((L * (a @ L)).sum()) for a in (a_w, a_b)]
+
+
+def test_the_toy_model_is_its_equation():
+    K, n, P, d, differing = 3, 4, 2, 2, [1]
+    f = part_features(K, n, P, d, differing, 1.5, 0.7, seed=9)
+    g = torch.Generator().manual_seed(9)
+    z = torch.cat([torch.randn(1, P, d, generator=g, dtype=torch.float64).flatten(),
+                   torch.randn(K, P, d, generator=g, dtype=torch.float64).flatten(),
+                   torch.randn(K * n, P, d, generator=g, dtype=torch.float64).flatten()])
+    L = toy_as_a_linear_map(K, n, P, d, differing, 1.5, 0.7)
+    assert torch.allclose(f.x.flatten(), L @ z, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("K,n,P,d,differing,sigma_b,sigma_w", [
+    (3, 4, 2, 2, [1], 1.5, 1.0), (2, 3, 3, 1, [0, 2], 1.0, 0.5), (4, 2, 2, 3, [0, 1], 0.8, 1.2)])
+def test_toy_ratio_is_the_ratio_of_the_exact_expectations(K, n, P, d, differing, sigma_b,
+                                                          sigma_w):
+    """The introduction's J is E tr S_B / E tr S_W with the first term's factor N / (N - K)
+    dropped: checked at rel 1e-9 against the expectations computed exactly from the model's
+    equation (no simulation), in small settings where every factor of the formula matters
+    (a formula without (K-1)/(N-K) or without (1 - 1/K) is 10 % to 50 % off)."""
+    N = K * n
+    e_w, e_b = expected_traces(toy_as_a_linear_map(K, n, P, d, differing, sigma_b, sigma_w),
+                               K, n, P, d)
+    assert e_w == pytest.approx((N - K) * P * d * sigma_w**2, rel=1e-12)
+    signal = (1 - 1 / K) * len(differing) / P * sigma_b**2 / sigma_w**2
+    predicted = predicted_ratio(K, N, P, len(differing), sigma_b, sigma_w)
+    assert predicted == pytest.approx(signal + (K - 1) / (N - K), rel=1e-12)
+    assert predicted + signal * (N / (N - K) - 1) == pytest.approx(e_b / e_w, rel=1e-9)
 
 
 def test_mean_difference_by_hand():
