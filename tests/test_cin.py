@@ -260,9 +260,10 @@ def test_pairs_hold_positives_and_negatives_where_the_port_has_none():
         assert not port_same.any()
 
 
-# Not the public port's code (the book neither vendors nor runs it): the test's own restatement
-# of it, written from its source. The CIN chapter's claim that the port's CCI loss is zero on
-# the book's batches rests on this reading, and says so.
+# Not the public port's (Hawkeye's) code, which the book neither vendors nor runs: the test's
+# own restatement of it, written from its source. The CIN chapter's claim that the port's CCI
+# loss is zero on every batch of the book's sampler (book/cin.md, the paragraph "The public port
+# (Hawkeye) pairs image i with image i + B/2") rests on this reading, and says so.
 def port_contrastive_loss(h, labels, beta):
     """The port's loss as its code computes it (restated): pairs (i, i + B/2); a pair is
     called positive when y_i equals the single label y_{B/2}; the sum of the positives'

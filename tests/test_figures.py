@@ -112,16 +112,17 @@ def test_the_sketch_sees_one_element_and_ignores_missing_points():
 
 
 def test_every_figure_of_the_book_is_checked_and_every_stored_figure_is_drawn():
-    """Each chapter cell that draws (subplots, relplot, image_grid) calls check_figure with a
-    name of its own, the stored file holds exactly those names, and the notebook shows no
-    image that is not checked."""
+    """Each chapter cell that draws (subplots, relplot, image_grid, architecture) calls
+    check_figure with a name of its own, the stored file holds exactly those names, and the
+    notebook shows no image that is not checked."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     for md in sorted((root / "book").glob("*.md")):
         cells = re.findall(r"```\{code-cell\}[^\n]*\n(.*?)```", md.read_text(), re.S)
         drawn = [c for c in cells
-                 if re.search(r"plt\.subplots\(|sns\.relplot\(|image_grid\(", c)]
+                 if re.search(r"plt\.subplots\(|sns\.relplot\(|image_grid\(|architecture\(",
+                              c)]
         names = [n for c in drawn for n in re.findall(r'check_figure\([^,]+,\s*"([^"]+)"', c)]
         unchecked = [c.strip().split("\n")[0] for c in drawn if "check_figure(" not in c]
         assert not unchecked, f"{md.name}: cells draw a figure without check_figure: {unchecked}"

@@ -102,8 +102,12 @@ def test_training_draws_one_proposal_per_image():
         model(x, y)
         own, boxes = seen["candidates"], seen["boxes"]
         assert boxes.shape == (6, 1, 4)
+        x0, y0, x1, y1 = boxes[:, 0].unbind(-1)                      # inside the 32 x 32 image
+        assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= 32).all() and (y1 <= 32).all()
+        assert ((x1 - x0) > 0).all() and ((y1 - y0) > 0).all()
         ranks = [{j for j in range(3) if torch.equal(boxes[i, 0], own[i, j])} for i in range(6)]
         assert all(ranks), "a patch that is not one of the image's own proposals"
+        assert len({tuple(own[i].flatten().tolist()) for i in range(6)}) == 6  # all differ
         picks.append(ranks)
     assert all(set().union(*(p[i] for p in picks)) == {0, 1, 2} for i in range(6))
     assert any(len(set().union(*p)) > 1 and not set.intersection(*p) for p in picks)
@@ -183,24 +187,56 @@ def test_the_frozen_proposal_network_loads_weights_and_never_trains(tmp_path, mo
     assert counts["test"] == counts["training"] + frozen_n
 
 
-def test_step_logits_read_out_every_step():
-    """step_logits[:, t] is the local classifier on the LSTM's output after t + 1 steps (the
-    recurrent layer is causal: a sequence cut after step t gives the same o_t), and the local
-    logits z_l are their attention-weighted sum (W_l is linear and the a_t sum to one)."""
-    model = small(steps=4).eval()
-    x, _ = images()
+def lstm_by_hand(lstm, v):
+    """nn.LSTM's equations written out, layer by layer and step by step: gates
+    i, f, g, o = sigma, sigma, tanh, sigma (W_i v_t + b_i + W_h h_{t-1} + b_h),
+    c_t = f c_{t-1} + i g, h_t = o tanh(c_t); (B, T, c) -> the last layer's h_t (B, T, H)."""
+    for layer in range(lstm.num_layers):
+        w_i, w_h = (getattr(lstm, f"weight_{k}_l{layer}") for k in ("ih", "hh"))
+        b = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+        h = c = torch.zeros(len(v), lstm.hidden_size, dtype=v.dtype)
+        out = []
+        for t in range(v.shape[1]):
+            i, f, g, o = (v[:, t] @ w_i.T + h @ w_h.T + b).chunk(4, -1)
+            c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+            h = o.sigmoid() * c.tanh()
+            out.append(h)
+        v = torch.stack(out, 1)
+    return v
+
+
+@pytest.mark.parametrize("options,sequences", [
+    ({"steps": 4}, "top"),                                               # the centre, 4 times
+    ({"source": "peaks", "sequence": "distinct", "steps": 3, "proposals": 3}, "distinct"),
+    ({"source": "peaks", "evaluation": "mean", "steps": 4, "proposals": 3}, "each")])
+def test_step_logits_read_out_every_step(options, sequences):
+    """step_logits[:, t] is the local classifier W_l o_t + b_l on the LSTM's output after
+    t + 1 steps, recomputed here from the LSTM's equations and W_l's weights, for the
+    evaluation's sequences: the best patch repeated, the T best in rank order, or (evaluation
+    "mean") each proposal repeated, the logits averaged over the sequences. With one sequence,
+    the local logits z_l are their attention-weighted sum (W_l is linear, the a_t sum to one)."""
+    model = small(**options).eval()
+    T = options["steps"]
+    x, _ = images(6, 32)
     with torch.no_grad():
         steps = model.step_logits(x)                                   # (B, T, K)
         fmap = model.features(x)
-        v = model.patch_features(x, model.candidates(x, fmap)[:, :1])  # (B, 1, c)
-        v = v.expand(-1, 4, -1)                                        # the patch, 4 times
-        for t in range(4):
-            o_t = model.lstm(v[:, :t + 1])[0][:, -1]                   # (B, H)
-            torch.testing.assert_close(steps[:, t], model.local_head(o_t), rtol=1e-12,
-                                       atol=1e-12)
+        boxes = model.candidates(x, fmap)                              # (B, n, 4), best first
+        w, b = model.local_head.fc.weight, model.local_head.fc.bias
+        if sequences == "distinct":
+            seqs = [model.patch_features(x, boxes[:, :T])]               # T different patches
+        else:
+            n = 1 if sequences == "top" else boxes.shape[1]
+            seqs = [model.patch_features(x, boxes[:, s:s + 1]).expand(-1, T, -1)
+                    for s in range(n)]
+        want = torch.stack([lstm_by_hand(model.lstm, v) @ w.T + b for v in seqs]).mean(0)
         z_l, a = model.local_stream(x, fmap)
-    assert steps.shape == (6, 4, 3) and not torch.allclose(steps[:, 0], steps[:, 3])
-    torch.testing.assert_close(z_l, (a[..., None] * steps).sum(1), rtol=1e-10, atol=1e-12)
+    assert steps.shape == (6, T, 3)
+    assert len(seqs) == {"top": 1, "distinct": 1, "each": 3}[sequences]
+    torch.testing.assert_close(steps, want, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(steps[:, 0], steps[:, -1])               # the steps differ
+    if len(seqs) == 1:
+        torch.testing.assert_close(z_l, (a[..., None] * steps).sum(1), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("options,match", [({"source": "boxes"}, "source must be"),
@@ -239,25 +275,42 @@ def test_random_proposals_follow_the_generator_and_stay_among_the_candidates():
 
 
 def test_ablation_rows_take_their_patches_from_the_same_seeds_baseline():
-    """Written out by hand: the rows whose patches are the frozen baseline's peaks, and for
-    each of them the baseline run of the same seed in the same ablation."""
+    """Written out by hand: each row's options (the main setting, the frozen baseline's peaks
+    and one patch repeated for T = 4 steps, with what the row changes), the rows whose patches
+    are the frozen baseline's peaks, and for each of them the baseline run of the same seed,
+    trained in the same regime as the row (the configs differ in the model only)."""
     from fglib.experiments import regimes
+    main = {"source": "peaks", "steps": 4, "sequence": "repeat"}
+    changes = {"local only": {"streams": "local"}, "global + local, no LSTM": {"lstm": False},
+               "T = 1": {"steps": 1}, "T = 4": {}, "T = 10": {"steps": 10},
+               "T = 4, distinct patches": {"sequence": "distinct"},
+               "T = 4, centre patch": {"source": "centre"},
+               "whole image (control)": {"local_input": "image"},
+               "T = 4, own map's peaks": {}}                   # the model's own map: no cam_run
     frozen_map = {"local only", "global + local, no LSTM", "T = 1", "T = 4", "T = 10",
                   "T = 4, distinct patches"}
-    no_map = {"T = 4, centre patch", "whole image (control)", "T = 4, own map's peaks"}
     jobs = regimes.rra_ablation() + regimes.rra_ablation((0,), regimes.RRA_EXTRAS)
     baselines = {seed: cfg for row, seed, cfg in jobs if row == "global only (baseline)"}
     assert sorted(baselines) == list(regimes.SEEDS)
-    assert all(cfg.model.method == "baseline" for cfg in baselines.values())
-    rows = {row for row, _, _ in jobs} - {"global only (baseline)"}
-    assert rows == frozen_map | no_map
+    assert all(cfg.model.method == "baseline" and cfg.train.seed == seed and not cfg.model.options
+               for seed, cfg in baselines.items())
+    assert {row for row, _, _ in jobs} - {"global only (baseline)"} == set(changes)
     assert len(jobs) == 9 * len(regimes.SEEDS) + 1                  # 9 rows, 1 extra
+
+    def flat(cfg):
+        return {f"{part}.{k}": v for part, fields in cfg.to_dict().items()
+                for k, v in fields.items()}
+
     for row, seed, cfg in jobs:
         if row == "global only (baseline)":
             continue
         assert cfg.model.method == "rra" and cfg.train.seed == seed, row
-        want = baselines[seed].key() if row in frozen_map else None
-        assert cfg.model.options.get("cam_run") == want, row
+        want = {**main, **changes[row]}
+        if row in frozen_map:
+            want["cam_run"] = baselines[seed].key()
+        assert cfg.model.options == want, row
+        base, this = flat(baselines[seed]), flat(cfg)
+        assert {k for k in base if base[k] != this[k]} == {"model.method", "model.options"}, row
         assert cfg.model.pretrained and cfg.data.image_size == 48
 
 

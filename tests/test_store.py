@@ -275,6 +275,7 @@ def test_verification_same_kind_is_exact_and_catches_an_altered_number(tiny_stor
 
 def test_verification_on_another_kind_uses_the_seed_spread(tiny_store, monkeypatch):
     monkeypatch.setattr(verify, "same_kind", lambda record, precision: False)
+    monkeypatch.setattr(verify, "diverged", lambda record: False)   # tiny runs: near chance
     entries = verify.sample(["demo"], salt="abc")
     table = verify.verify(entries)
     row = table[table.metric == "top1"].iloc[0]
@@ -284,12 +285,37 @@ def test_verification_on_another_kind_uses_the_seed_spread(tiny_store, monkeypat
     typical = pd.Series([pd.Series(v).std() for v in seeds.values() if len(v) >= 3]).median()
     own = pd.Series([store.read_record(store.run_path(r["key"]))["metrics"]["top1"]
                      for r in store.read_index("demo") if r["variant"] == row.variant and r["key"] != row.key])
-    assert row.tol == pytest.approx(max(3 * 2 ** 0.5 * max(own.std(), typical), verify.FLOOR))
+    k = verify.family_k(len(entries) * len(verify.METRICS))
+    assert row.tol == pytest.approx(max(k * 2 ** 0.5 * max(own.std(), typical), verify.FLOOR))
     assert row.ok and "other CPU kind" in row.rule
     rec = store.read_record(store.run_path(row.key))
     rec["metrics"]["top1"] += row.tol + 0.01                        # its own seed spread is left out
     store.write_record(store.run_path(row.key), rec)
     assert not verify.verify(entries).query("metric == 'top1'").ok.any()
+
+
+def test_k_keeps_the_family_wise_false_alarm_rate_at_one_percent():
+    from statistics import NormalDist
+
+    assert verify.family_k(1) == 3.0                       # one comparison: 2.58 < 3, the floor
+    assert verify.family_k(20) == pytest.approx(3.4808, abs=1e-4)   # z of 1 - 0.01 / 40
+    # the chance that any of 20 independent normal differences exceeds k sd: at most 1 %
+    p_one = 2 * (1 - NormalDist().cdf(verify.family_k(20)))
+    assert 1 - (1 - p_one) ** 20 <= 0.01
+
+
+def test_a_diverged_stored_run_is_not_judged_on_another_kind(monkeypatch):
+    monkeypatch.setattr(verify, "same_kind", lambda record, precision: False)
+    entry = verify.Entry("demo", "k", "v", 0)
+    chance = {"top1": 1 / 24, "family_top1": 0.2, "per_class": [0.0] * 24}
+    trained = {"top1": 0.58, "family_top1": 0.95, "per_class": [0.5] * 24}
+    rows = verify.compare(entry, {"metrics": chance, "provenance": {}},
+                          {"metrics": trained, "provenance": {"precision": "float32"}})
+    assert all(r["ok"] and "diverged" in r["rule"] for r in rows)
+    monkeypatch.setattr(verify, "seed_spread", lambda *a, **k: (0.01, "sd"))
+    rows = verify.compare(entry, {"metrics": trained, "provenance": {}},          # the other way
+                          {"metrics": chance, "provenance": {"precision": "float32"}})
+    assert not any(r["ok"] for r in rows)
 
 
 def test_the_sample_rotates_with_the_commit_and_takes_named_runs(tiny_store):

@@ -173,36 +173,90 @@ def torchrun(args, env, nproc=2):
                    cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
 
 
-def test_ddp_ranks_stay_identical_and_train_like_one_process(tiny, tmp_path, cache):
-    """torchrun with 2 CPU processes (gloo). Synced gradients keep the two ranks' parameters
-    identical after every step, while each trains on its own half of every batch: without the
-    syncing they part after the first step by as much as training moves them (the test says
-    by how much: 0 with syncing, about the size of the update without). The 2-process run
-    also learns what one process learns on the same global batches, roughly: batch norm
-    normalises each half batch on its own process, so only the direction and the size of the
-    update are compared."""
-    cfg, data = tiny
-    settings = {**TINY, "train.epochs": 2}
+DDP = {**TINY, "train.epochs": 2, "train.amp": False}     # float32: the reference below is exact
+
+
+@pytest.fixture(scope="module")
+def ddp_ranks(tmp_path_factory, cache):
+    """torchrun with 2 CPU processes (gloo, one thread each) training DDP: each rank's
+    parameters and loss history."""
+    out = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "FGLIB_DATA_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    torchrun([str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), json.dumps(settings)], env)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    torchrun([str(ROOT / "tests" / "ddp_worker.py"), str(out), json.dumps(DDP)], env)
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+
+
+def test_ddp_ranks_stay_identical_and_see_different_halves(tiny, ddp_ranks):
+    """Synced gradients keep the two ranks' parameters identical after every step, while each
+    trains on its own half of every batch: without the syncing they part after the first step
+    by more than training moves them (apart / moved: 0 synced, 1.4 without)."""
+    cfg, data = tiny
     from fglib.engine.train import build
 
     torch.manual_seed(cfg.train.seed)
     init = dict(build(cfg, data[0].num_classes).named_parameters())
-    names = list(init)
-    moved = max((ranks[0]["params"][n] - init[n]).abs().max().item() for n in names)
-    apart = max((ranks[0]["params"][n] - ranks[1]["params"][n]).abs().max().item()
-                for n in names)
+    moved = max((ddp_ranks[0]["params"][n] - p).abs().max().item() for n, p in init.items())
+    apart = max((ddp_ranks[0]["params"][n] - ddp_ranks[1]["params"][n]).abs().max().item()
+                for n in init)
     assert moved > 1e-3                                    # training moved the weights
     assert apart <= 1e-6 * moved, f"the ranks differ by {apart:.3g} (training moved {moved:.3g})"
-    assert ranks[0]["history"][0]["loss"] != ranks[1]["history"][0]["loss"]  # different halves
-    single = train(cfg.override(**{"train.epochs": 2}), data=data, progress=False)
-    learned = torch.cat([(single.model.state_dict()[n] - init[n]).flatten() for n in names])
-    learned_ddp = torch.cat([(ranks[0]["params"][n] - init[n]).flatten() for n in names])
-    assert torch.nn.functional.cosine_similarity(learned, learned_ddp, dim=0) > 0.5
-    assert 0.8 < learned_ddp.norm() / learned.norm() < 1.25
-    assert len(ranks[0]["history"]) == len(single.history)
+    losses = [[h["loss"] for h in r["history"]] for r in ddp_ranks]
+    assert len(losses[0]) == len(losses[1]) == 2 * len(epoch_batches(data[0].labels, cfg, 0))
+    assert all(a != b for a, b in zip(*losses))            # different halves at every step
+
+
+def halves(build):
+    """`build`, its model's training forward run on each half of the batch on its own and the
+    halves' loss terms averaged: what 2 DDP processes compute, by DDP's definition. Each
+    process normalises its half with its own batch statistics (batch norm is not synced on
+    the CPU) and takes its half's mean loss; DDP averages the gradients, and the gradient of
+    the averaged loss is that average (exactly: halving is exact in floating point)."""
+    def build_split(*args, **kwargs):
+        model = build(*args, **kwargs)
+        forward = model.forward
+
+        def split(x, y=None):
+            if y is None:                                  # evaluation: the whole batch
+                return forward(x)
+            outs = [forward(xh, yh) for xh, yh in zip(x.chunk(2), y.chunk(2))]
+            return (torch.cat([o[0] for o in outs]),
+                    {k: (outs[0][1][k] + outs[1][1][k]) / 2 for k in outs[0][1]})
+
+        model.forward = split
+        return model
+    return build_split
+
+
+@pytest.mark.xfail(strict=True, reason="fglib/engine/train.py converts the model to channels_last "
+                   "after wrapping it in DistributedDataParallel: DDP's gradient buckets keep the "
+                   "old layout and copy the averaged gradients of 3x3 convolutions back permuted "
+                   "(both ranks alike); building the DDP wrapper after the conversion fixes it")
+def test_ddp_trains_like_one_process_that_splits_each_batch(tiny, ddp_ranks, monkeypatch):
+    """The 2-process run against one process that runs each half batch separately (helper
+    `halves`), on one thread as the ranks: the same parameters, and each step's loss the mean
+    of the two ranks' losses. Without the syncing, or with summed instead of averaged
+    gradients, the parameters differ by about as much as training moved them."""
+    import fglib.engine.train as engine
+
+    cfg, data = tiny
+    torch.manual_seed(cfg.train.seed)
+    init = dict(engine.build(cfg, data[0].num_classes).named_parameters())
+    monkeypatch.setattr(engine, "build", halves(engine.build))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = train(book_profile(**DDP), data=data, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    params = dict(ref.model.named_parameters())
+    assert set(params) == set(init) == set(ddp_ranks[0]["params"])
+    moved = max((params[n] - p).abs().max().item() for n, p in init.items())
+    off = max((r["params"][n] - params[n]).abs().max().item() for r in ddp_ranks for n in init)
+    assert moved > 1e-3
+    assert off <= 1e-5 * moved, f"DDP is {off:.3g} off the reference (training moved {moved:.3g})"
+    assert [h["loss"] for h in ref.history] == pytest.approx(
+        [(a["loss"] + b["loss"]) / 2 for a, b in zip(*(r["history"] for r in ddp_ranks))],
+        rel=1e-6)
 
 
 def test_the_cli_trains_under_torchrun(tiny, tmp_path, cache):
