@@ -98,6 +98,11 @@ def shapes(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, dict[str,
                    "N": t.classes_per_batch}
 
 
+def _image(z: dict[str, int], row: float) -> Box:
+    """The input box every diagram starts from: the image and its side."""
+    return Box("x", f"image\n{z['S']}x{z['S']}", 0, row, "input")
+
+
 def _apinet(m, z) -> tuple[list[Box], list[Arrow]]:
     c, hid = z["c"], m.api.map1.out_features
     boxes = [
@@ -120,7 +125,7 @@ def _apinet(m, z) -> tuple[list[Box], list[Arrow]]:
 def _cin(m, z) -> tuple[list[Box], list[Arrow]]:
     c, l, r = z["c"], z["h"] * z["w"], m.h.out_features
     boxes = [
-        Box("x", f"image\n{z['S']}x{z['S']}", 0, 0, "input"),
+        _image(z, 0),
         Box("X", f"backbone\n$X$: {c}x{l}", 1, 0, "module"),
         Box("W", f"$W$ = softmax\n$(-XX^T)$\n{c}x{c}", 2, 0),
         Box("Z", f"$Z =$\n$\\phi(WX) + X$\n{c}x{z['h']}x{z['w']}", 3, 0, "module"),
@@ -143,7 +148,7 @@ def _mamc(m, z) -> tuple[list[Box], list[Arrow]]:
     d = m.osme.w3[0].out_features
     cells = m.osme.w3[0].in_features // c
     boxes = [
-        Box("x", f"image\n{z['S']}x{z['S']}", 0, 0.5, "input"),
+        _image(z, 0.5),
         Box("U", f"backbone\n$U$: {c}x{z['h']}x{z['w']}", 1, 0.5, "module"),
         Box("m", f"{parts} excitations\n$m^p$: {c}", 2, 0, "module"),
         Box("S", f"$S^p = m^p \\odot U$\n{parts}x{c}x\n{z['h']}x{z['w']}", 3, 0),
@@ -163,7 +168,7 @@ def _rra(m, z) -> tuple[list[Box], list[Arrow]]:
     c, side = z["c"], max(1, round(m.patch * z["S"]))
     hid, steps = m.lstm.hidden_size, m.steps
     boxes = [
-        Box("x", f"image\n{z['S']}x{z['S']}", 0, 0.5, "input"),
+        _image(z, 0.5),
         Box("Fg", f"global\nbackbone\n{c}x{z['h']}x{z['w']}", 1, 0, "module"),
         Box("zg", f"GAP, $W_g$\n$z_g$: {z['K']}", 2, 0, "module"),
         Box("cam", "frozen\nbaseline map:\npeaks", 1, 1, "module"),
@@ -188,7 +193,7 @@ def _mcloss(m, z) -> tuple[list[Box], list[Arrow]]:
     sizes = sorted(set(groups))
     xi = " or ".join(str(s) for s in sizes)
     boxes = [
-        Box("x", f"image\n{z['S']}x{z['S']}", 0, 0.5, "input"),
+        _image(z, 0.5),
         Box("F", f"backbone\n$F$: {c}x{z['h']}x{z['w']}", 1, 0.5, "module"),
         Box("grp", f"{z['K']} groups $F_i$\n$\\xi_i$ = {xi}\nchannels", 2, 0.5),
         Box("fc", f"GAP, FC\n{c}→{z['K']}", 3, 2, "module"),

@@ -46,6 +46,16 @@ class CheckReport:
             return str(self.path)
 
 
+def updating(update: bool | None = None) -> bool:
+    """Whether a check records instead of comparing: `update`, else FGLIB_UPDATE_EXPECTED=1;
+    refused under CI, where expectations are only compared."""
+    if update is None:
+        update = os.environ.get("FGLIB_UPDATE_EXPECTED", "") == "1"
+    if update and os.environ.get("CI"):
+        raise RuntimeError("FGLIB_UPDATE_EXPECTED=1 is refused under CI: expectations are updated by hand")
+    return bool(update)
+
+
 def expected_path(chapter: str) -> Path:
     return expected_dir() / f"{chapter}.csv"
 
@@ -69,11 +79,7 @@ def check(chapter: str, results: pd.DataFrame, *, keys: list[str], tol: float | 
         raise ValueError(f"two result rows share the keys {dup}: add a key column that tells them apart")
     path = expected_path(chapter)
     ours = results[[*keys, value]].rename(columns={value: "ours"})
-    if update is None:
-        update = os.environ.get("FGLIB_UPDATE_EXPECTED", "") == "1"
-    if update:
-        if os.environ.get("CI"):
-            raise RuntimeError("FGLIB_UPDATE_EXPECTED=1 is refused under CI: expectations are updated by hand")
+    if updating(update):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".csv.tmp")
         ours.rename(columns={"ours": "value"}).to_csv(tmp, index=False)

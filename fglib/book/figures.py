@@ -19,7 +19,6 @@ FGLIB_UPDATE_EXPECTED=1 (refused under CI) and commit the JSON file beside the n
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.ticker import FixedFormatter
 
-from fglib.book.expected import ResultMismatch
+from fglib.book.expected import ResultMismatch, updating
 from fglib.core.paths import expected_dir
 from fglib.core.runtime import current_chapter
 
@@ -143,12 +142,7 @@ def check_figure(fig: Figure, name: str, chapter: str | None = None, rtol: float
     path = figures_path(chapter)
     stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     ours = json.loads(json.dumps(figure_data(fig)))            # as the file will hold it
-    if update is None:
-        update = os.environ.get("FGLIB_UPDATE_EXPECTED", "") == "1"
-    if update:
-        if os.environ.get("CI"):
-            raise RuntimeError("FGLIB_UPDATE_EXPECTED=1 is refused under CI: expectations are "
-                               "updated by hand")
+    if updating(update):
         stored[name] = ours
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
