@@ -157,7 +157,8 @@ def test_added_fields_keep_old_keys_until_they_are_set():
     cfg = book_profile()
     d = cfg.to_dict()
     assert "output_stride" in d["model"] and "freeze_backbone_epochs" in d["train"]
-    assert set(ADDED_FIELDS) == {"model.output_stride", "train.freeze_backbone_epochs"}
+    assert set(ADDED_FIELDS) == {"model.output_stride", "train.freeze_backbone_epochs",
+                                 "train.head_lr_scale"}
     assert cfg.key() == "7e5e5c200786"                   # the book's baseline, seed 0, as stored before
     assert cfg.override(**{"model.output_stride": 4}).key() != cfg.key()
     assert RunConfig.from_dict(cfg.override(**{"model.output_stride": 4}).to_dict()).model.output_stride == 4

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from fglib.core.config import RunConfig, book_profile, paper_profile
-from fglib.engine.train import ConfigError, check_config, epoch_batches, load_data, save_checkpoint, train
+from fglib.engine.train import (ConfigError, build, check_config, epoch_batches, load_data, optimizer,
+                                save_checkpoint, set_lr, train)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data.image_size": 32, "data.synth": {"num_classes": 4, "images_per_class": 8, "families": 2},
@@ -227,10 +228,6 @@ def halves(build):
     return build_split
 
 
-@pytest.mark.xfail(strict=True, reason="fglib/engine/train.py converts the model to channels_last "
-                   "after wrapping it in DistributedDataParallel: DDP's gradient buckets keep the "
-                   "old layout and copy the averaged gradients of 3x3 convolutions back permuted "
-                   "(both ranks alike); building the DDP wrapper after the conversion fixes it")
 def test_ddp_trains_like_one_process_that_splits_each_batch(tiny, ddp_ranks, monkeypatch):
     """The 2-process run against one process that runs each half batch separately (helper
     `halves`), on one thread as the ranks: the same parameters, and each step's loss the mean
@@ -307,3 +304,35 @@ def test_paper_profile_uses_the_file_path_and_resnet50():
     assert not cfg.data.in_memory and cfg.data.image_size == 448 and cfg.model.backbone == "resnet50"
     with pytest.raises(FileNotFoundError, match="prepare"):
         load_data(cfg)
+
+
+@pytest.mark.parametrize("scale,freeze,epoch", [(1.0, 0, 0), (10.0, 0, 0), (10.0, 2, 1), (10.0, 2, 2)])
+def test_each_parameter_group_gets_its_learning_rate(scale, freeze, epoch):
+    """set_lr: the backbone's groups train at lr (0 while frozen), every other parameter at
+    lr x train.head_lr_scale; weights are decayed, biases and norms not; no parameter is left out."""
+    cfg = book_profile(**{**TINY, "model.method": "cin",
+                          "train.head_lr_scale": scale, "train.freeze_backbone_epochs": freeze})
+    model = build(cfg, 4)
+    opt = optimizer(model, cfg)
+    set_lr(opt, 0.05, epoch, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = []
+    for group in opt.param_groups:
+        for p in group["params"]:
+            name = names[id(p)]
+            seen.append(name)
+            in_backbone = name.startswith("backbone.")
+            want = (0.0 if epoch < freeze else 0.05) if in_backbone else 0.05 * scale
+            assert group["lr"] == pytest.approx(want), name
+            assert group["weight_decay"] == (cfg.train.weight_decay if p.ndim > 1 else 0.0), name
+    assert sorted(seen) == sorted(names.values())
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"train.label_smoothing": 1.0}, "label_smoothing"),
+    ({"train.label_smoothing": -0.1}, "label_smoothing"),
+    ({"train.head_lr_scale": 0.0}, "head_lr_scale"),
+])
+def test_bad_smoothing_or_head_scale_fail_before_training(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(book_profile(**{**TINY, **overrides}))

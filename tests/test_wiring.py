@@ -161,3 +161,51 @@ def test_rra_reads_the_attention_weighted_sum_of_its_steps_not_the_last_one():
     a = torch.softmax(model.attend.w(o).squeeze(-1), 1)                # a_t = softmax_t(w^T o_t)
     torch.testing.assert_close(fed[0], (a[..., None] * o).sum(1))
     assert not torch.allclose(fed[0], o[:, -1])
+
+
+CLASSIFICATION_TERMS = {"ce", "ce_local", "ce_global"}
+
+
+@pytest.mark.parametrize("method", sorted(MODELS))
+def test_label_smoothing_reaches_every_classification_term_and_only_those(method):
+    """train.label_smoothing, handed to build_model, smooths each classification term: a term is
+    (1 - eps) CE(one-hot) + eps CE(uniform), linear in eps, so its values at eps = 0, 0.1, 0.2
+    are equally spaced and not all equal; the auxiliary terms (L_dis, rank, contrastive, N-pair)
+    do not move."""
+    x, y = batch(method)
+    out = {}
+    for eps in (0.0, 0.1, 0.2):
+        torch.manual_seed(0)
+        cfg = ModelConfig(method=method, widths=(6, 10), blocks=(1, 1), bilinear_dim=3)
+        model = build_model(method, SmallResNet((6, 10), (1, 1)), 4, cfg,
+                            label_smoothing=eps).double().train()
+        assert model.label_smoothing == eps
+        torch.manual_seed(7)
+        out[eps] = {k: v.item() for k, v in model(x, y)[1].items()}
+    smoothed = CLASSIFICATION_TERMS & set(out[0.0])
+    assert smoothed, f"{method} logs none of {sorted(CLASSIFICATION_TERMS)}"
+    for k in out[0.0]:
+        a, b, c = out[0.0][k], out[0.1][k], out[0.2][k]
+        if k in smoothed:
+            assert b != pytest.approx(a, rel=1e-6), k
+            assert c - b == pytest.approx(b - a, rel=1e-9, abs=1e-12), k
+        else:
+            assert a == b == c, k
+
+
+def test_classifier_ce_is_the_smoothed_cross_entropy_of_its_equation():
+    """Classifier.ce against a loop over images and classes: -sum_k q_k log p_k with
+    q = (1 - eps) one-hot(y) + eps / K."""
+    model = model_of("baseline")
+    model.label_smoothing = 0.3
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    total = 0.0
+    for i in range(5):
+        z = logits[i].tolist()
+        log_norm = torch.logsumexp(logits[i], 0).item()
+        for k in range(4):
+            q = (1 - 0.3) * (k == int(y[i])) + 0.3 / 4
+            total -= q * (z[k] - log_norm)
+    assert model.ce(logits, y).item() == pytest.approx(total / 5, rel=1e-12)

@@ -150,7 +150,8 @@ class TrainConfig(_Checked):
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.5         # linear warm-up, then cosine decay, stepped per iteration
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0       # epsilon of every classification cross-entropy term (0: none)
+    head_lr_scale: float = 1.0         # lr of the parameters outside the backbone, as a multiple of lr
     seed: int = 0
     sampler: str = "random"            # "random" or "balanced" (classes_per_batch x images_per_class)
     classes_per_batch: int = 8
@@ -167,7 +168,8 @@ class TrainConfig(_Checked):
 
 # Fields added after the results store began, with their defaults: left out of a config's key while
 # at the default, so that adding a setting does not rename every stored run.
-ADDED_FIELDS: dict[str, Any] = {"model.output_stride": None, "train.freeze_backbone_epochs": 0}
+ADDED_FIELDS: dict[str, Any] = {"model.output_stride": None, "train.freeze_backbone_epochs": 0,
+                                 "train.head_lr_scale": 1.0}
 
 
 @dataclass

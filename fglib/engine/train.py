@@ -125,6 +125,12 @@ def check_config(cfg: RunConfig, train: ImageTensors | None = None,
     if t.amp not in (True, False, "auto"):
         raise ConfigError(f"train.amp must be 'auto' (bfloat16 only on CPUs with native BF16 instructions, "
                           f"float16 on CUDA), True or False; got {t.amp!r}")
+    if not 0 <= t.label_smoothing < 1:
+        raise ConfigError(f"train.label_smoothing={t.label_smoothing} must be in [0, 1): the weight moved "
+                          "from the true class to a uniform target (0.1 is usual, 0 switches it off)")
+    if not t.head_lr_scale > 0:
+        raise ConfigError(f"train.head_lr_scale={t.head_lr_scale} must be > 0: the multiple of train.lr "
+                          "that the parameters outside the backbone train at (1.0: the same lr)")
     if t.epochs < 1 or t.batch_size < 2:
         raise ConfigError("train.epochs must be >= 1 and train.batch_size >= 2 (batch norm needs two images)")
     if files is not None:
@@ -158,7 +164,8 @@ def build(cfg: RunConfig, num_classes: int, files: RunFiles = RunFiles()) -> nn.
     m = cfg.model
     backbone = build_backbone(m.backbone, m.widths, m.blocks, m.pretrained,
                               m.weights_path or files.backbone, m.output_stride)
-    return build_model(m.method, backbone, num_classes, m, files)
+    return build_model(m.method, backbone, num_classes, m, files,
+                       label_smoothing=cfg.train.label_smoothing)
 
 
 def lr_at(step: int, steps_per_epoch: int, cfg: RunConfig) -> float:
@@ -168,6 +175,30 @@ def lr_at(step: int, steps_per_epoch: int, cfg: RunConfig) -> float:
     if step < warm:
         return t.lr * (step + 1) / warm
     return 0.5 * t.lr * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.SGD:
+    """Nesterov SGD over four groups: {backbone, the rest} x {weights (decayed), biases and
+    norms (not decayed)}; set_lr gives each its learning rate per step."""
+    t = cfg.train
+    groups = []
+    for part in ("backbone", "rest"):                               # backbone: can be frozen for a while
+        named = [(n, p) for n, p in model.named_parameters() if n.startswith("backbone.") == (part == "backbone")]
+        groups += [{"params": [p for _, p in named if p.ndim > 1], "weight_decay": t.weight_decay,
+                    "backbone": part == "backbone"},
+                   {"params": [p for _, p in named if p.ndim <= 1], "weight_decay": 0.0,
+                    "backbone": part == "backbone"}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=t.lr, momentum=t.momentum, nesterov=True)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float, epoch: int, cfg: RunConfig) -> None:
+    """The step's learning rates: the backbone's 0 while frozen, else lr; the rest lr x head_lr_scale."""
+    t = cfg.train
+    for group in opt.param_groups:
+        if group["backbone"]:
+            group["lr"] = 0.0 if epoch < t.freeze_backbone_epochs else lr
+        else:
+            group["lr"] = lr * t.head_lr_scale
 
 
 def _device(cfg: RunConfig) -> torch.device:
@@ -258,20 +289,15 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
 
     torch.manual_seed(t.seed)                                       # model initialisation
     model = build(cfg, train_set.num_classes, files).to(device)
-    groups = []
-    for part in ("backbone", "rest"):                               # backbone: can be frozen for a while
-        named = [(n, p) for n, p in model.named_parameters() if n.startswith("backbone.") == (part == "backbone")]
-        groups += [{"params": [p for _, p in named if p.ndim > 1], "weight_decay": t.weight_decay,
-                    "backbone": part == "backbone"},
-                   {"params": [p for _, p in named if p.ndim <= 1], "weight_decay": 0.0,
-                    "backbone": part == "backbone"}]
-    opt = torch.optim.SGD([g for g in groups if g["params"]], lr=t.lr, momentum=t.momentum, nesterov=True)
+    opt = optimizer(model, cfg)
     if world > 1 and device.type == "cuda":                         # batch statistics over the whole batch
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)      # (CUDA only; on CPU each process has its own)
+    model = model.to(memory_format=torch.channels_last)            # the layout oneDNN / cuDNN convolve fastest
+    # DDP after the layout change: DDP registers the parameters' gradient buckets as they are when
+    # it wraps the model, so converting afterwards would scramble the averaged conv gradients
     ddp_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     in_memory = isinstance(train_set, ImageTensors)
     mean, std = train_set.mean_std() if in_memory else (None, None)   # files are normalised by their transforms
-    model = model.to(memory_format=torch.channels_last)            # the layout oneDNN / cuDNN convolve fastest
     # mixed precision: float16 with loss scaling on CUDA, bfloat16 (no scaling needed) on the CPU;
     # train.amp="auto" keeps float32 on a CPU without native BF16 instructions (emulated bf16 is slow)
     precision = resolve_precision(t.amp, device.type)
@@ -310,9 +336,8 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
             stream = train_set.batches(index_batches)
         for i, (x, y) in enumerate(stream):
             step = epoch * steps_per_epoch + i
-            for group in opt.param_groups:                          # a frozen backbone: lr 0
-                frozen = group.get("backbone", False) and epoch < t.freeze_backbone_epochs
-                group["lr"] = 0.0 if frozen else lr_at(step, steps_per_epoch, cfg)
+            lr = lr_at(step, steps_per_epoch, cfg)
+            set_lr(opt, lr, epoch, cfg)
             if world > 1:                                           # each process takes its share of the batch
                 x, y = x.chunk(world)[rank], y.chunk(world)[rank]
             x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -324,7 +349,7 @@ def train(cfg: RunConfig, run_dir: str | Path | None = None, data: tuple[ImageTe
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            history.append({"step": step, "epoch": epoch, "lr": opt.param_groups[-1]["lr"],
+            history.append({"step": step, "epoch": epoch, "lr": lr,
                             "loss": loss.item(), **{k: v.item() for k, v in losses.items()}})
             images += len(y) * world
             bar.update(1)

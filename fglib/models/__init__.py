@@ -145,10 +145,14 @@ def model_module(method: str) -> str:
 
 
 def build_model(method: str, backbone: nn.Module, num_classes: int, cfg,
-                files: RunFiles = RunFiles()) -> nn.Module:
-    """`method`'s model on `backbone`, with cfg's (a ModelConfig's) settings and `files`."""
+                files: RunFiles = RunFiles(), label_smoothing: float = 0.0) -> nn.Module:
+    """`method`'s model on `backbone`, with cfg's (a ModelConfig's) settings and `files`;
+    its classification cross-entropy terms smooth their targets by `label_smoothing`
+    (the engine hands in train.label_smoothing)."""
     if method not in MODELS:
         raise ValueError(
             f"unknown method {method!r}; known methods: {', '.join(sorted(MODELS))}"
         )
-    return MODELS[method](backbone, num_classes, cfg, files)
+    model = MODELS[method](backbone, num_classes, cfg, files)
+    model.label_smoothing = float(label_smoothing)
+    return model

@@ -222,7 +222,7 @@ class APINet(Classifier):
         out = self.pair_forward(x, y)
         z, y1, y2 = out["logits"], out["y1"], out["y2"]
         losses = {
-            "ce": F.cross_entropy(
+            "ce": self.ce(
                 torch.cat([z["x1_self"], z["x1_other"], z["x2_self"], z["x2_other"]]),
                 # L_ce, mean over 4P
                 torch.cat([y1, y1, y2, y2]),

@@ -24,7 +24,7 @@ class GAPClassifier(Classifier):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         logits = self.forward_head(self.features(x))  # z = W GAP(F) + b
-        losses = {} if y is None else {"ce": F.cross_entropy(logits, y)}
+        losses = {} if y is None else {"ce": self.ce(logits, y)}
         return logits, losses
 
 
@@ -78,5 +78,5 @@ class BilinearClassifier(Classifier):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         logits = self.forward_head(self.features(x))
-        losses = {} if y is None else {"ce": F.cross_entropy(logits, y)}
+        losses = {} if y is None else {"ce": self.ce(logits, y)}
         return logits, losses

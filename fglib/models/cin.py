@@ -265,10 +265,10 @@ class ChannelInteractionNet(Classifier):
         fmap = self.backbone(x)
         if y is None or self.contrastive == "none":
             logits = self.forward_head(self.block(fmap))  # z = W_fc GAP(Z) + b
-            return logits, ({} if y is None else {"ce": F.cross_entropy(logits, y)})
+            return logits, ({} if y is None else {"ce": self.ce(logits, y)})
         out = self.pair_forward(fmap, y)
         logits = self.forward_head(out["z"])
         h_a = F.normalize(full(self.h(gap(out["z_a"]))), dim=1)  # h(Z'_A), unit length
         h_b = F.normalize(full(self.h(gap(out["z_b"]))), dim=1)
         cont = contrastive_loss(h_a, h_b, out["same"], self.beta)
-        return logits, {"ce": F.cross_entropy(logits, y), "cont": self.alpha * cont}
+        return logits, {"ce": self.ce(logits, y), "cont": self.alpha * cont}

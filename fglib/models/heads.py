@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -76,6 +77,11 @@ class Classifier(nn.Module):
 
     needs = BatchNeeds()
     has_cam = True
+    label_smoothing = 0.0   # epsilon of the classification terms (build_model: train.label_smoothing)
+
+    def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """L_ce against (1 - eps) one-hot(y) + eps / K, eps = self.label_smoothing."""
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's last feature map F: (B, C, h, w)."""

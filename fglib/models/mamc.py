@@ -186,7 +186,7 @@ class OSMEClassifier(Classifier):
         logits = self.fc(self.dropout(f.flatten(1)))  # W_fc [f^1, ..., f^P] + b
         if y is None:
             return logits, {}
-        losses = {"ce": F.cross_entropy(logits, y)}
+        losses = {"ce": self.ce(logits, y)}
         if self.lam > 0:
             t = mamc_loss(f, y, self.self_positive, self.normalize, self.divisor)
             for name in ("sasc",) if self.terms == "sasc" else ("sasc", "sadc", "dasc"):

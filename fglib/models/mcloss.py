@@ -161,7 +161,7 @@ class MCLossClassifier(Classifier):
         logits = self.forward_head(fmap)  # W GAP(F) + b
         if y is None:
             return logits, {}
-        losses = {"ce": F.cross_entropy(logits, y)}
+        losses = {"ce": self.ce(logits, y)}
         if self.use_dis:
             losses["dis"] = self.mu * self.mc.discriminality(fmap, y)  # mu L_dis
         if self.use_div:

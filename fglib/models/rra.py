@@ -70,6 +70,7 @@ class RRANet(nn.Module):
 
     needs = BatchNeeds()
     has_cam = False            # the prediction is not linear in one map
+    label_smoothing = 0.0      # epsilon of both streams' L_ce (build_model: train.label_smoothing)
     head_from_map = False      # the local stream needs the image, not only F_g
 
     def __init__(self, backbone: nn.Module, num_classes: int, steps: int = 4,
@@ -228,9 +229,10 @@ class RRANet(nn.Module):
             logits = z_g + self.lam * z_l                # z = z_g + lambda z_l
         if y is None:
             return logits, {}
-        losses = {"ce_local": self.lam * F.cross_entropy(full(z_l), y)}
+        eps = self.label_smoothing
+        losses = {"ce_local": self.lam * F.cross_entropy(full(z_l), y, label_smoothing=eps)}
         if self.streams == "both":
-            losses = {"ce_global": F.cross_entropy(full(z_g), y), **losses}
+            losses = {"ce_global": F.cross_entropy(full(z_g), y, label_smoothing=eps), **losses}
         return logits, losses
 
     def attention_over_time(self, x: torch.Tensor,
