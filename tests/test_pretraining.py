@@ -162,6 +162,11 @@ def test_added_fields_keep_old_keys_until_they_are_set():
     assert cfg.key() == "7e5e5c200786"                   # the book's baseline, seed 0, as stored before
     assert cfg.override(**{"model.output_stride": 4}).key() != cfg.key()
     assert RunConfig.from_dict(cfg.override(**{"model.output_stride": 4}).to_dict()).model.output_stride == 4
+    # what older code can read: the added fields gone while at their defaults, kept once set
+    portable = cfg.portable_dict()
+    assert "head_lr_scale" not in portable["train"] and "output_stride" not in portable["model"]
+    assert RunConfig.from_dict(portable) == cfg
+    assert cfg.override(**{"train.head_lr_scale": 10.0}).portable_dict()["train"]["head_lr_scale"] == 10.0
 
 
 # -- the regime study ---------------------------------------------------------------------------

@@ -181,18 +181,24 @@ class RunConfig(_Checked):
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def portable_dict(self) -> dict[str, Any]:
+        """to_dict without the fields added after the store began (ADDED_FIELDS) while they are at
+        their defaults: what older code reads as the same config (store migrate hands it over)."""
+        d = self.to_dict()
+        for name, default in ADDED_FIELDS.items():
+            section, _, attr = name.partition(".")
+            if d[section][attr] == default:
+                del d[section][attr]
+        return d
+
     def key(self) -> str:
         """A short hash of the whole config but the device: the run's name in the results store.
 
         The code that trains it is covered by a separate fingerprint (fglib.experiments.provenance), so that a run
         recorded with older code is reported as stale rather than silently reused.
         """
-        d = self.to_dict()
+        d = self.portable_dict()
         d["train"].pop("device")
-        for name, default in ADDED_FIELDS.items():         # settings added after runs were stored
-            section, _, attr = name.partition(".")
-            if d[section][attr] == default:
-                del d[section][attr]
         blob = json.dumps({"cfg": d}, sort_keys=True, default=list)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 

@@ -132,7 +132,7 @@ def compare_trees(old_tree: Path, new_tree: Path, cfgs: list[RunConfig], precisi
                   data_cache: Path | None = None, progress: bool | None = False) -> dict[str, tuple]:
     """{probe config key: compare_probes(...)} for cfgs trained a few steps in each tree."""
     probes = [probe_config(c) for c in cfgs]
-    job = {"mode": "train", "keys": [c.key() for c in probes], "configs": [c.to_dict() for c in probes],
+    job = {"mode": "train", "keys": [c.key() for c in probes], "configs": [c.portable_dict() for c in probes],
            "epochs": {c.key(): probe_epochs(c) for c in probes}}
     with tempfile.TemporaryDirectory(prefix="fglib-migrate-data-", dir=data_cache) as tmp:
         outs = {}
@@ -147,7 +147,7 @@ def compare_trees(old_tree: Path, new_tree: Path, cfgs: list[RunConfig], precisi
 def old_fingerprints(old_tree: Path, cfgs: list[RunConfig]) -> dict[str, str]:
     """{key: fingerprint} of cfgs under the old tree's code (read against this store)."""
     env = {"FGLIB_DATA_DIR": str(store.store_dir().parent), "FGLIB_PROGRESS": "0"}
-    job = {"mode": "fingerprints", "keys": [c.key() for c in cfgs], "configs": [c.to_dict() for c in cfgs]}
+    job = {"mode": "fingerprints", "keys": [c.key() for c in cfgs], "configs": [c.portable_dict() for c in cfgs]}
     return run_probe(old_tree, job, env, "old fingerprints")
 
 
