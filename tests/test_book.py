@@ -160,6 +160,16 @@ def test_code_cells_fit_the_column(md):
     assert not too_long, f"{md.name}: code lines over {LINE_LIMIT} characters: {too_long}"
 
 
+CELL_LIMIT = 20          # code cells per chapter: a chapter a reader can step through
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_no_chapter_has_more_than_twenty_code_cells(md):
+    cells = sum(line.startswith("```{code-cell}") for line in md.read_text().split("\n"))
+    assert cells <= CELL_LIMIT, (f"{md.name} has {cells} code cells, over {CELL_LIMIT}: merge cells "
+                                 "or move code into fglib")
+
+
 NESTED_LIMIT = 80        # a code block inside a list item (an exercise's solution) is indented
 
 

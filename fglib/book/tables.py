@@ -54,11 +54,16 @@ def within(runs: pd.DataFrame, regime: str, a: str, b: str) -> tuple[float, floa
 
 
 def gather(regime: str, seeds: Iterable[int] = regimes.COMPARE_SEEDS,
-           synth: Mapping | None = None) -> pd.DataFrame:
+           synth: Mapping | None = None, tuned: bool = False) -> pd.DataFrame:
     """The runs of one comparison: method | kind, seed, top-1 and the family metrics, with the
-    top-1 on the classes of the hard families (hard_top1)."""
-    jobs = [(f"{m} | {k}", s, c)
-            for m, k, s, c in regimes.comparison(regime, seeds, synth)]
+    top-1 on the classes of the hard families (hard_top1). tuned=True: the paper regime at the
+    settings the tuning protocol chose (regimes.tuned_comparison)."""
+    if tuned and regime != regimes.TUNING_REGIME:
+        raise ValueError(f"the tuning protocol tuned the {regimes.TUNING_REGIME!r} regime only, "
+                         f"not {regime!r}")
+    runs = (regimes.tuned_comparison(seeds, synth) if tuned
+            else regimes.comparison(regime, seeds, synth))
+    jobs = [(f"{m} | {k}", s, c) for m, k, s, c in runs]
     runs, _ = collect(jobs)
     runs = split_variants(runs, ("method", "kind"))
     hard = load_data(jobs[0][2])[1].hard.numpy()                  # (classes,) bool
@@ -90,3 +95,86 @@ def compared(runs: pd.DataFrame, names: Mapping[str, str]) -> pd.DataFrame:
 def diff_se(table: pd.DataFrame, row: str) -> tuple[float, float]:
     """(difference to the baseline, its standard error) of one row of a versus_baseline table."""
     return table.loc[row, "diff"], table.loc[row, "se"]
+
+
+def tuning_runs() -> pd.DataFrame:
+    """The tuning protocol's runs (regimes.tuning_grid): subject, trial number, top-1."""
+    runs, _ = collect(regimes.tuning_jobs())
+    runs = split_variants(runs, ("subject", "trial"))
+    return runs.assign(trial=runs.trial.astype(int))
+
+
+def tuning_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per subject of the protocol: top-1 untuned (trial 0, the default) and tuned (the trial the
+    rule chooses), and the chosen lr scale, weight decay and label smoothing."""
+    trials = regimes.tuning_trials()
+    rows = {}
+    for subject, r in runs.groupby("subject", sort=False):
+        top1 = dict(zip(r.trial, r.top1))
+        if sorted(top1) != list(range(len(trials))):
+            raise ValueError(f"{subject}: trials {sorted(top1)} of {len(trials)}; the protocol gives every "
+                             "subject the whole grid")
+        best = regimes.chosen_trial(top1)
+        rows[subject] = {"untuned top-1 (%)": top1[0], "tuned top-1 (%)": top1[best],
+                         "gain": top1[best] - top1[0], "trials": len(top1),
+                         "chosen trial": best, "lr x": trials[best]["lr_scale"],
+                         "weight decay": trials[best]["train.weight_decay"],
+                         "label smoothing": trials[best]["train.label_smoothing"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def tuned_gaps(table: pd.DataFrame) -> pd.DataFrame:
+    """Each method against the baseline on its batches, on the tuning benchmark, untuned vs
+    untuned and tuned vs tuned (one seed each: a point estimate, no verdict)."""
+    rows = {}
+    for m in regimes.COMPARED:
+        b = regimes.baseline_subject(m)
+        rows[m] = {"baseline": b,
+                   "untuned gap": table.loc[m, "untuned top-1 (%)"] - table.loc[b, "untuned top-1 (%)"],
+                   "tuned gap": table.loc[m, "tuned top-1 (%)"] - table.loc[b, "tuned top-1 (%)"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def tuning_sentences(table: pd.DataFrame, gaps: pd.DataFrame, names: Mapping[str, str]) -> str:
+    """What the tuning protocol changed, in sentences made from its tables (one seed per trial:
+    point estimates, no verdict)."""
+    gain = table["gain"]
+    base = [b for b in table.index if b not in names]
+    moved = table[table["chosen trial"] != 0]
+    smooth = table[table["label smoothing"] > 0].index
+    parts = [f"Tuning chose a setting other than the default for {len(moved)} of the "
+             f"{len(table)} subjects; it raised the baselines by "
+             + ", ".join(f"{gain[b]:+.1f}" for b in base)
+             + " points and the methods by "
+             + ", ".join(f"{gain[m]:+.1f} ({names[m]})" for m in names) + "."]
+    if len(smooth):
+        parts.append("Label smoothing was chosen for "
+                     + ", ".join(names.get(s, s) for s in smooth) + ".")
+    flips = [names[m] for m in names
+             if gaps.loc[m, "untuned gap"] * gaps.loc[m, "tuned gap"] < 0]
+    parts.append("Tuned against tuned, each method's gap over its baseline moves from "
+                 + ", ".join(f"{gaps.loc[m, 'untuned gap']:+.1f} to {gaps.loc[m, 'tuned gap']:+.1f}"
+                             f" ({names[m]})" for m in names)
+                 + (f"; the sign flips for {', '.join(flips)}" if flips else "")
+                 + ". Each number is one run on the tuning benchmark, where the best of eight "
+                 "trials is also favoured by its own noise, so these gaps are leads, not verdicts.")
+    return " ".join(parts)
+
+
+def paired_change(before: pd.DataFrame, after: pd.DataFrame, kind: str,
+                  names: Mapping[str, str]) -> pd.DataFrame:
+    """Per method (`names`: method -> row name), its `kind` runs ("method" or "baseline") of two
+    gather() tables matched by seed: mean top-1 before and after, and the paired difference
+    after - before with its standard error (sd of the per-seed differences / sqrt n)."""
+    rows = {}
+    for m, name in names.items():
+        a = before[(before.method == m) & (before.kind == kind)].set_index("seed").top1
+        b = after[(after.method == m) & (after.kind == kind)].set_index("seed").top1
+        seeds = sorted(set(a.index) & set(b.index))
+        if len(seeds) < 2:
+            raise ValueError(f"{name}: {len(seeds)} seeds in both tables; a paired difference "
+                             "needs two or more")
+        d = b[seeds] - a[seeds]
+        rows[name] = {"untuned top-1 (%)": a[seeds].mean(), "tuned top-1 (%)": b[seeds].mean(),
+                      "paired Δ": d.mean(), "se": d.std() / np.sqrt(len(d)), "seeds": len(d)}
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -192,7 +192,8 @@ def optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.SGD:
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float, epoch: int, cfg: RunConfig) -> None:
-    """The step's learning rates: the backbone's 0 while frozen, else lr; the rest lr x head_lr_scale."""
+    """The step's learning rates: the backbone's 0 while frozen, else lr; every other
+    parameter's lr x train.head_lr_scale."""
     t = cfg.train
     for group in opt.param_groups:
         if group["backbone"]:
