@@ -89,7 +89,8 @@ def test_tuning_sentences_say_what_the_tables_say():
     text = tuning_sentences(t, tuned_gaps(t), names)
     assert text.startswith(f"Tuning chose a setting other than the default for 1 of the {len(t)} ")
     assert "raised the baselines by +3.0, +0.0, +0.0 points" in text
-    assert "Label smoothing was chosen for baseline, random batches." in text
+    assert ("Label smoothing was chosen for baseline, random batches; the weight decay of 5e-05 "
+            "for 0, the learning rate x 0.5 for 0 of the 8.") in text
     assert "+2.0 to -1.0 (RRA)" in text and "the sign flips for RRA" in text
 
 
@@ -106,3 +107,27 @@ def test_paired_change_by_hand():
     assert row["untuned top-1 (%)"] == 72.0 and row["tuned top-1 (%)"] == pytest.approx(220 / 3)
     with pytest.raises(ValueError, match="seeds in both"):
         paired_change(before, after.assign(seed=[5, 6, 7, 8]), "baseline", {"cin": "CIN"})
+
+
+def test_the_recorded_choices_are_checked_against_the_rule(monkeypatch):
+    from fglib.book.tables import check_tuned
+    n = len(regimes.tuning_trials())
+    top1 = {name: [50.0] * n for name in regimes.tuning_subjects()}
+    for name, trial in regimes.TUNED.items():
+        top1[name][trial] = 60.0
+    t = tuning_table(_runs(top1))
+    assert check_tuned(t) == f"regimes.TUNED holds the rule's choice for all {len(t)} subjects."
+    monkeypatch.setitem(regimes.TUNED, "cin", (regimes.TUNED["cin"] + 1) % n)
+    with pytest.raises(ValueError, match="'cin'"):
+        check_tuned(t)
+
+
+def test_every_subject_has_a_recorded_choice_and_tuned_configs_use_it():
+    assert set(regimes.TUNED) == set(regimes.tuning_subjects())
+    trials = regimes.tuning_trials()
+    for m in regimes.COMPARED:
+        for baseline in (False, True):
+            subject = regimes.baseline_subject(m) if baseline else m
+            want = regimes.with_trial(regimes.compare_config(m, "paper", 3, baseline=baseline),
+                                      trials[regimes.TUNED[subject]])
+            assert regimes.tuned_config(m, 3, baseline=baseline).key() == want.key()

@@ -78,10 +78,13 @@ def synthesis(paper: pd.DataFrame, scratch: pd.DataFrame, held: pd.DataFrame,
     regime_dep = [n for n in paper.index if paper.loc[n, "verdict"] != scratch.loc[n, "verdict"]]
     reproduced = [n for n in claims.index if claims.loc[n, "verdict"] == "reproduced"]
     smaller = [n for n in claims.index if claims.loc[n, "verdict"] == "a smaller gain than claimed"]
-    out = [f"Of the five methods, {len(vp['a gain'])} gain over the baseline on their own batches "
-           f"in the paper regime ({listed(vp['a gain'])}), and {len(robust)} of these gain on the "
-           f"held-out benchmark too ({listed(robust)})"
-           + (f"; {listed(main_only)} gain on the main benchmark only" if main_only else "") + "."]
+    k = len(vp["a gain"])
+    out = [f"{k} of the five methods {'gains' if k == 1 else 'gain'} over the baseline on "
+           f"{'its' if k == 1 else 'their'} own batches in the paper regime "
+           f"({listed(vp['a gain'])})"
+           + (f", and on the held-out benchmark {len(robust)} of {'it' if k == 1 else 'them'} "
+              f"{'does' if len(robust) == 1 else 'do'} too ({listed(robust)})" if k else "")
+           + (f"; {listed(main_only)} only on the main benchmark" if main_only else "") + "."]
     out.append(f"The verdict depends on the regime for {len(regime_dep)} of 5 "
                f"({listed(regime_dep)}); a loss appears somewhere for {listed(losses)}.")
     out.append(f"Against the papers' own numbers: reproduced at the claimed size for "

@@ -142,14 +142,17 @@ def tuning_sentences(table: pd.DataFrame, gaps: pd.DataFrame, names: Mapping[str
     base = [b for b in table.index if b not in names]
     moved = table[table["chosen trial"] != 0]
     smooth = table[table["label smoothing"] > 0].index
+    low_wd, low_lr = min(regimes.TUNING_WEIGHT_DECAYS), min(regimes.TUNING_LR_SCALES)
     parts = [f"Tuning chose a setting other than the default for {len(moved)} of the "
              f"{len(table)} subjects; it raised the baselines by "
              + ", ".join(f"{gain[b]:+.1f}" for b in base)
              + " points and the methods by "
              + ", ".join(f"{gain[m]:+.1f} ({names[m]})" for m in names) + "."]
-    if len(smooth):
-        parts.append("Label smoothing was chosen for "
-                     + ", ".join(names.get(s, s) for s in smooth) + ".")
+    parts.append("Label smoothing was chosen for "
+                 + (", ".join(names.get(s, s) for s in smooth) if len(smooth) else "none of them")
+                 + f"; the weight decay of {low_wd:g} for "
+                 f"{int((table['weight decay'] == low_wd).sum())}, the learning rate x "
+                 f"{low_lr:g} for {int((table['lr x'] == low_lr).sum())} of the {len(table)}.")
     flips = [names[m] for m in names
              if gaps.loc[m, "untuned gap"] * gaps.loc[m, "tuned gap"] < 0]
     parts.append("Tuned against tuned, each method's gap over its baseline moves from "
@@ -178,3 +181,14 @@ def paired_change(before: pd.DataFrame, after: pd.DataFrame, kind: str,
         rows[name] = {"untuned top-1 (%)": a[seeds].mean(), "tuned top-1 (%)": b[seeds].mean(),
                       "paired Δ": d.mean(), "se": d.std() / np.sqrt(len(d)), "seeds": len(d)}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def check_tuned(table: pd.DataFrame) -> str:
+    """That regimes.TUNED (the recorded choices, from which the tuned runs are built) is the
+    rule's choice on these runs; a sentence saying so, else an error naming the difference."""
+    chosen = {s: int(t) for s, t in table["chosen trial"].items()}
+    if chosen != regimes.TUNED:
+        wrong = {s: (regimes.TUNED.get(s), t) for s, t in chosen.items() if regimes.TUNED.get(s) != t}
+        raise ValueError(f"regimes.TUNED disagrees with the tuning runs (subject: (recorded, rule's "
+                         f"choice)): {wrong}; record the rule's choices in regimes.TUNED")
+    return f"regimes.TUNED holds the rule's choice for all {len(chosen)} subjects."
