@@ -229,10 +229,12 @@ class RRANet(nn.Module):
             logits = z_g + self.lam * z_l                # z = z_g + lambda z_l
         if y is None:
             return logits, {}
-        eps = self.label_smoothing
-        losses = {"ce_local": self.lam * F.cross_entropy(full(z_l), y, label_smoothing=eps)}
+        eps = self.label_smoothing                   # smoothed targets (train.label_smoothing)
+        losses = {"ce_local": self.lam * F.cross_entropy(full(z_l), y,
+                                                         label_smoothing=eps)}
         if self.streams == "both":
-            losses = {"ce_global": F.cross_entropy(full(z_g), y, label_smoothing=eps), **losses}
+            ce_global = F.cross_entropy(full(z_g), y, label_smoothing=eps)
+            losses = {"ce_global": ce_global, **losses}
         return logits, losses
 
     def attention_over_time(self, x: torch.Tensor,
