@@ -36,9 +36,9 @@ def verdict_groups(table: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def claim_verdict(d: float, se: float, claim: float | None) -> str:
-    """Our difference d ± se against the paper's claimed gain: 'reproduced' (a gain, the claim
-    within 2 se), 'a smaller gain than claimed', 'inconclusive' (0 and the claim within 2 se),
-    'not reproduced' (the claim beyond 2 se and no gain)."""
+    """Our difference d ± se against the paper's claimed gain: 'reproduced' (a gain,
+    the claim within 2 se), 'a smaller gain than claimed', 'inconclusive' (0 and the
+    claim within 2 se), 'not reproduced' (the claim beyond 2 se and no gain)."""
     word = effect(d, se)
     if claim is None:
         return f"no claimed gain (ours: {word})"
@@ -79,12 +79,19 @@ def synthesis(paper: pd.DataFrame, scratch: pd.DataFrame, held: pd.DataFrame,
     reproduced = [n for n in claims.index if claims.loc[n, "verdict"] == "reproduced"]
     smaller = [n for n in claims.index if claims.loc[n, "verdict"] == "a smaller gain than claimed"]
     k = len(vp["a gain"])
+    if not k:
+        held_out = ""
+    elif not robust:
+        held_out = ", but not on the held-out benchmark" if k == 1 else \
+            ", but none of them on the held-out benchmark"
+    elif not main_only:
+        held_out = ", and on the held-out benchmark too"
+    else:
+        held_out = (f"; on the held-out benchmark too: {listed(robust)}; on the main benchmark "
+                    f"only: {listed(main_only)}")
     out = [f"{k} of the five methods {'gains' if k == 1 else 'gain'} over the baseline on "
            f"{'its' if k == 1 else 'their'} own batches in the paper regime "
-           f"({listed(vp['a gain'])})"
-           + (f", and on the held-out benchmark {len(robust)} of {'it' if k == 1 else 'them'} "
-              f"{'does' if len(robust) == 1 else 'do'} too ({listed(robust)})" if k else "")
-           + (f"; {listed(main_only)} only on the main benchmark" if main_only else "") + "."]
+           f"({listed(vp['a gain'])}){held_out}."]
     out.append(f"The verdict depends on the regime for {len(regime_dep)} of 5 "
                f"({listed(regime_dep)}); a loss appears somewhere for {listed(losses)}.")
     out.append(f"Against the papers' own numbers: reproduced at the claimed size for "

@@ -229,7 +229,7 @@ class RRANet(nn.Module):
             logits = z_g + self.lam * z_l                # z = z_g + lambda z_l
         if y is None:
             return logits, {}
-        eps = self.label_smoothing                   # smoothed targets (train.label_smoothing)
+        eps = self.label_smoothing              # train.label_smoothing
         losses = {"ce_local": self.lam * F.cross_entropy(full(z_l), y,
                                                          label_smoothing=eps)}
         if self.streams == "both":
