@@ -1,0 +1,177 @@
+"""One verdict function for the whole book: paired seeds, an interval, a p-value, Holm's correction
+over a named family, an equivalence test and the smallest effect the seeds could detect.
+
+A method and its baseline trained with the same seed share the data order and the initial (or
+pretrained) weights, so their difference is read per seed: d_s = b_s - a_s. For n paired seeds
+
+    mean  d-bar = (1/n) sum_s d_s,   se = sd(d) / sqrt(n),
+    95 % interval  d-bar +- t_{0.975, n-1} se                          (Student's t),
+    p     the exact two-sided sign-flip permutation p-value for n <= EXACT_UP_TO (all 2^n sign
+          patterns of d; under "no effect" each d_s is as likely to be -d_s), else the paired t,
+    TOST  two one-sided tests of |mean| < margin, the same test shifted by -+margin; "no effect"
+          is said only when both reject (Schuirmann 1987),
+    MDE   (t_{1 - alpha_f/2, n-1} + t_{power, n-1}) sd / sqrt(n): the smallest true difference the
+          seeds find with the stated power at the family's Bonferroni level alpha_f = alpha / K
+          (Holm is at least as powerful), from the observed sd.
+
+A family of K verdicts (a chapter's table, or the closing chapter's method x regime x benchmark
+cells) is corrected with Holm's step-down method (Holm 1979), separately for the difference
+tests and for the equivalence tests. The word: "a gain" / "a loss" when the corrected p is below
+alpha; "no effect (within +-margin)" when the corrected equivalence p is; else "inconclusive".
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, replace
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ALPHA = 0.05          # family-wise error rate of each family of verdicts
+MARGIN = 1.0          # top-1 points: "no effect" means equivalent within +-1 point
+POWER = 0.8
+EXACT_UP_TO = 16      # seeds: exact sign flips up to 2^16 = 65,536 patterns, a paired t beyond
+WORDS = ("a gain", "a loss", "no effect", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One paired comparison b - a over n seeds (top-1 points)."""
+
+    n: int
+    mean: float
+    low: float             # 95 % interval of the mean difference (Student's t)
+    high: float
+    p: float               # two-sided, unadjusted
+    p_equivalence: float   # TOST: the larger of the two one-sided p-values, unadjusted
+    mde: float             # minimum detectable effect (see the module's docstring)
+    test: str              # "exact sign flips" or "paired t"
+    margin: float
+    p_holm: float = math.nan
+    p_equivalence_holm: float = math.nan
+    word: str = "inconclusive"
+
+
+def _sign_flip_means(d: np.ndarray) -> np.ndarray:
+    """The mean of d under every one of its 2^n sign patterns."""
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))
+    return signs @ d / len(d)
+
+
+def sign_flip_p(d: Iterable[float], alternative: str = "two-sided") -> float:
+    """Exact sign-flip permutation p-value of mean(d) = 0 (d symmetric about 0 under the null):
+    the share of the 2^n sign patterns whose mean is at least as extreme as the observed one."""
+    d = np.asarray(list(d), dtype=np.float64)
+    if len(d) > EXACT_UP_TO:
+        raise ValueError(f"{len(d)} differences: exact sign flips enumerate 2^{len(d)} patterns; "
+                         f"use the paired t beyond {EXACT_UP_TO}")
+    means, observed = _sign_flip_means(d), d.mean()
+    tol = 1e-12 * max(1.0, float(np.abs(d).max(initial=0.0)))   # ties of equal means count
+    if alternative == "two-sided":
+        return float(np.mean(np.abs(means) >= abs(observed) - tol))
+    if alternative == "greater":
+        return float(np.mean(means >= observed - tol))
+    if alternative == "less":
+        return float(np.mean(means <= observed + tol))
+    raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
+
+
+def _p(d: np.ndarray, alternative: str) -> float:
+    if len(d) <= EXACT_UP_TO:
+        return sign_flip_p(d, alternative)
+    return float(stats.ttest_1samp(d, 0.0, alternative=alternative).pvalue)
+
+
+def holm(p: Iterable[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the input's order (NaN stays NaN)."""
+    p = np.asarray(list(p), dtype=np.float64)
+    ok = ~np.isnan(p)
+    q = p[ok]
+    order = np.argsort(q, kind="stable")
+    k = len(q)
+    adjusted = np.empty(k)
+    running = 0.0
+    for rank, i in enumerate(order):                  # (k - rank) x p_(rank), kept monotone
+        running = max(running, min(1.0, (k - rank) * q[i]))
+        adjusted[i] = running
+    out = np.full(len(p), np.nan)
+    out[ok] = adjusted
+    return out
+
+
+def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest true mean difference detected with `power` by a two-sided test at level `alpha`,
+    for n paired seeds of standard deviation sd (the t approximation)."""
+    if n < 2:
+        return math.inf
+    df = n - 1
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / math.sqrt(n))
+
+
+def paired(a: Iterable[float], b: Iterable[float], margin: float = MARGIN,
+           alpha_family: float = ALPHA) -> Verdict:
+    """The verdict on b - a for paired seeds (a[i] and b[i] trained with the same seed), before
+    the family's correction; alpha_family (alpha / K) sets the MDE's level."""
+    a = np.asarray(list(a), dtype=np.float64)
+    b = np.asarray(list(b), dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired seeds: {len(a)} baseline values against {len(b)}; pass the same "
+                         "seeds in the same order")
+    if len(a) < 2:
+        raise ValueError(f"{len(a)} paired seed(s): a verdict needs two or more")
+    d = b - a
+    n, mean = len(d), float(d.mean())
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    p_low = _p(d + margin, "greater")                 # H0: mean <= -margin
+    p_high = _p(d - margin, "less")                   # H0: mean >= +margin
+    return Verdict(n=n, mean=mean, low=mean - half, high=mean + half, p=_p(d, "two-sided"),
+                   p_equivalence=max(p_low, p_high), mde=mde(sd, n, alpha_family),
+                   test="exact sign flips" if n <= EXACT_UP_TO else "paired t", margin=margin)
+
+
+def word(v: Verdict, alpha: float = ALPHA) -> str:
+    """The verdict's word from its corrected p-values."""
+    if v.p_holm < alpha:
+        return "a gain" if v.mean > 0 else "a loss"
+    if v.p_equivalence_holm < alpha:
+        return "no effect"
+    return "inconclusive"
+
+
+def family(pairs: Mapping[str, tuple[Iterable[float], Iterable[float]]],
+           margin: float = MARGIN, alpha: float = ALPHA) -> dict[str, Verdict]:
+    """Verdicts on a named family {name: (baseline values, method values)}, Holm-corrected
+    together (difference tests and equivalence tests each over the K members)."""
+    k = len(pairs)
+    raw = {name: paired(a, b, margin, alpha / k) for name, (a, b) in pairs.items()}
+    p = holm([v.p for v in raw.values()])
+    pe = holm([v.p_equivalence for v in raw.values()])
+    out = {}
+    for (name, v), ph, peh in zip(raw.items(), p, pe):
+        v = replace(v, p_holm=float(ph), p_equivalence_holm=float(peh))
+        out[name] = replace(v, word=word(v, alpha))
+    return out
+
+
+def against_claim(v: Verdict, claim: float) -> str:
+    """A paper's claimed gain against our interval: "reproduced" (our gain holds and the claim
+    is inside the interval), "smaller than claimed" (our gain holds, the claim above the
+    interval), "claim excluded" (no gain and the claim above the interval), else
+    "inconclusive"."""
+    if v.word == "a gain":
+        return "reproduced" if claim <= v.high else "smaller than claimed"
+    if v.high < claim:
+        return "claim excluded"
+    return "inconclusive"
+
+
+def table(verdicts: Mapping[str, Verdict]) -> pd.DataFrame:
+    """The family as the chapters print it."""
+    return pd.DataFrame({name: {
+        "n": v.n, "Δ": v.mean, "95 % interval": f"[{v.low:+.1f}, {v.high:+.1f}]",
+        "p": v.p, "p (Holm)": v.p_holm, "equivalence p (Holm)": v.p_equivalence_holm,
+        "MDE": v.mde, "verdict": v.word} for name, v in verdicts.items()}).T
