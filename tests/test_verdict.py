@@ -114,3 +114,22 @@ def test_equivalence_p_against_a_loop_reference_on_asymmetric_data():
     high = _reference_one_sided([x - 1.0 for x in d], greater=False)
     assert low > high                                    # the lower side is the binding one
     assert v.p_equivalence == pytest.approx(max(low, high))
+
+
+def test_bootstrap_rank_correlation_interval():
+    from fglib.core.verdict import bootstrap_rank_correlation
+    rng = np.random.default_rng(3)
+    truth = {"A": -2.0, "B": -1.0, "C": 0.0, "D": 1.0, "E": 2.0}
+    tight1 = {m: t + rng.normal(0, 0.05, 5) for m, t in truth.items()}
+    tight2 = {m: t + rng.normal(0, 0.05, 3) for m, t in truth.items()}
+    rho, low, high = bootstrap_rank_correlation(tight1, tight2, reps=300)
+    assert (rho, low, high) == pytest.approx((1.0, 1.0, 1.0))  # well separated: redraws agree
+    noisy1 = {m: t + rng.normal(0, 4.0, 5) for m, t in truth.items()}
+    noisy2 = {m: t + rng.normal(0, 4.0, 3) for m, t in truth.items()}
+    rho, low, high = bootstrap_rank_correlation(noisy1, noisy2, reps=300)
+    assert low <= rho <= high
+    assert high - low > 1.0                                   # noise this size settles nothing
+    again = bootstrap_rank_correlation(noisy1, noisy2, reps=300)
+    assert again == (rho, low, high)                          # seeded: the same interval
+    with pytest.raises(ValueError, match="same three or more"):
+        bootstrap_rank_correlation({"A": [1.0]}, {"B": [1.0]})

@@ -175,3 +175,28 @@ def table(verdicts: Mapping[str, Verdict]) -> pd.DataFrame:
         "n": v.n, "Δ": v.mean, "95 % interval": f"[{v.low:+.1f}, {v.high:+.1f}]",
         "p": v.p, "p (Holm)": v.p_holm, "equivalence p (Holm)": v.p_equivalence_holm,
         "MDE": v.mde, "verdict": v.word} for name, v in verdicts.items()}).T
+
+
+def bootstrap_rank_correlation(first: Mapping[str, Iterable[float]],
+                               second: Mapping[str, Iterable[float]], reps: int = 2000,
+                               seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Spearman's rho between the methods' mean differences on two benchmarks, with a
+    percentile bootstrap interval over seeds: each replicate redraws every method's seeds with
+    replacement on each benchmark (paired differences, {method: per-seed differences}) and
+    ranks the redrawn means. Returns (rho of the observed means, low, high)."""
+    names = list(first)
+    if set(names) != set(second) or len(names) < 3:
+        raise ValueError(f"the two benchmarks need the same three or more methods, got "
+                         f"{sorted(first)} and {sorted(second)}")
+    a = [np.asarray(list(first[m]), dtype=np.float64) for m in names]
+    b = [np.asarray(list(second[m]), dtype=np.float64) for m in names]
+    rho = float(stats.spearmanr([x.mean() for x in a], [y.mean() for y in b]).statistic)
+    rng = np.random.default_rng(seed)
+    draws = np.empty(reps)
+    for r in range(reps):
+        ma = [x[rng.integers(0, len(x), len(x))].mean() for x in a]
+        mb = [y[rng.integers(0, len(y), len(y))].mean() for y in b]
+        draws[r] = stats.spearmanr(ma, mb).statistic
+    draws = draws[~np.isnan(draws)]                 # all-tied replicates have no rho
+    tail = (1 - level) / 2
+    return rho, float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail))
