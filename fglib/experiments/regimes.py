@@ -349,9 +349,11 @@ def chosen_trial(top1: dict[int, float]) -> int:
 
 
 def baseline_subject(method: str) -> str:
-    """The tuned baseline that trains on `method`'s batches."""
-    batches = {"apinet": "apinet", "cin": "apinet", "mamc": "mamc"}.get(method, "mcloss")
-    return next(name for name, m in TUNED_BASELINES.items() if m == batches)
+    """The tuned baseline that trains on `method`'s batches (regime_config's batch rules: the
+    PAIRED methods share 16 x 4 batches, MAMC has its own, the rest the book's batches)."""
+    same = next(m for m in TUNED_BASELINES.values()
+                if (m in PAIRED) == (method in PAIRED) and (m == "mamc") == (method == "mamc"))
+    return next(name for name, m in TUNED_BASELINES.items() if m == same)
 
 
 # The trial the protocol chose for each subject (tuning_table's "chosen trial", recorded here so
