@@ -8,7 +8,7 @@ from fglib.data.memory import ImageTensors
 from fglib.book.evidence import (class_maps, feature_maps, in_batches, normalised_images,
                                  predictions, smoothed_terms, upsample)
 from fglib.models.baseline import GAPClassifier
-from fglib.core.stats import compare_sentence
+from fglib.core.verdict import compare_sentence
 
 
 def _split(n, seed):
@@ -61,14 +61,20 @@ def test_smoothed_terms_names_missing_terms():
         smoothed_terms(h, ["ce", "rank"])
 
 
-def test_compare_sentence_reads_the_difference_and_its_error():
-    a = [78.0, 79.0, 80.0]
-    gain = compare_sentence(a, [84.0, 85.0, 86.0], "X", "the baseline")
-    assert gain == ("X changes top-1 by **+6.0 ± 0.8 points** over the baseline, more than two "
-                    "standard errors above zero: a gain.")
-    assert "below zero: a loss" in compare_sentence(a, [70.0, 71.0, 72.0], "X", "Y")
-    none = compare_sentence(a, [78.5, 79.5, 80.0], "X", "Y", at="at this scale")
-    assert none.endswith("within two standard errors of zero: no measurable effect at this scale.")
+def test_compare_sentence_pairs_by_seed_and_says_what_the_verdict_rests_on():
+    a = {s: 78.0 + s % 3 for s in range(6)}
+    gain = compare_sentence(a, {s: v + 6.0 + 0.1 * s for s, v in a.items()}, "X", "the baseline")
+    assert gain.startswith("X changes top-1 by **+6.2 points** (95 % interval [")
+    assert gain.endswith("over the baseline (6 paired seeds): a gain (Holm p = 0.031).")
+    loss = compare_sentence(a, {s: v - 3.0 for s, v in a.items()}, "X", "Y")
+    assert "a loss (Holm p = 0.031)" in loss
+    same = compare_sentence(a, {s: v + (0.1 if s % 2 else -0.1) for s, v in a.items()}, "X", "Y")
+    assert "no effect (equivalent within ±1 point, Holm p = 0.016)" in same
+    few = compare_sentence({0: 1.0, 1: 2.0, 2: 3.0}, {0: 5.0, 1: 6.0, 2: 9.0}, "X", "Y")
+    assert few.endswith("inconclusive (3 seeds: sign flips cannot reach the family's level, "
+                        "p ≥ 0.250).")
+    with pytest.raises(ValueError, match=r"seeds \[2\] are on one side only"):
+        compare_sentence({0: 1.0, 1: 2.0, 2: 3.0}, {0: 1.0, 1: 2.0}, "X", "Y")
 
 
 def test_smoothing_never_mixes_two_variants_of_one_seed():

@@ -95,14 +95,16 @@ def runs_table():
 
 def test_versus_baseline_by_hand():
     t = versus_baseline(runs_table(), "base")
+    assert t.loc["once", "diff"] == pytest.approx(71.0 - 70.0)     # against the same seed's
     # base 72 ± 2 (sd of 70, 72, 74); new 75 ± sqrt(7) = 2.6458 (sd of 73, 74, 78)
     assert t.loc["base", "top1"] == "72.0 ± 2.0 (3)"
     assert t.loc["new", "top1"] == "75.0 ± 2.6 (3)"
     assert t.loc["new", "diff"] == pytest.approx(3.0, rel=1e-12)
-    assert t.loc["new", "se"] == pytest.approx(math.sqrt(4 / 3 + 7 / 3), rel=1e-12)   # 1.9149
-    assert t.loc["new", "verdict"] == "no measurable effect"        # 3.0 <= 2 x 1.91
+    # paired by seed: d = 3, 2, 4, sd 1, se 1 / sqrt 3; the 95 % interval 3 +- t_.975,2 / sqrt 3
+    assert t.loc["new", "se"] == pytest.approx(1 / math.sqrt(3), rel=1e-12)
+    assert t.loc["new", "low"] == pytest.approx(3 - 4.302652729749464 / math.sqrt(3), rel=1e-9)
+    assert t.loc["new", "verdict"] == "inconclusive"     # 3 seeds: sign flips give p >= 0.25
     assert t.loc["new", "time ratio"] == pytest.approx(1.5, rel=1e-12)
-    assert t.loc["once", "diff"] == pytest.approx(-1.0, rel=1e-12)
     assert math.isnan(t.loc["once", "se"]) and t.loc["once", "top1"] == "71.0 (1)"
     assert t.loc["once", "verdict"] == "one seed: no verdict"
 

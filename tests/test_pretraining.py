@@ -244,3 +244,15 @@ def test_each_stage_past_the_output_stride_doubles_the_dilation(output_stride, d
     got = tuple(stage[0].conv1.dilation[0] for stage in net.stages)
     assert got == dilations
     assert all(stage[0].conv2.padding[0] == d for stage, d in zip(net.stages, dilations))   # same size
+
+
+def test_paper_scale_builds_every_methods_config():
+    """The GPU check's configs build for every method (MAMC's batch settings once collided with the
+    shared ones: a TypeError found only on the GPU machine)."""
+    from fglib.book import paperscale
+
+    cfgs = paperscale.paper_scale_configs(epochs=1, image_size=64, batch_size=16)
+    assert set(cfgs) == set(paperscale.METHODS)
+    assert (cfgs["mamc"].train.classes_per_batch, cfgs["mamc"].train.images_per_class) == (8, 2)
+    assert cfgs["baseline"].train.classes_per_batch == 8
+    assert {c.data.image_size for c in cfgs.values()} == {64}

@@ -80,30 +80,37 @@ def test_versus_baseline_against_hand_computation():
 
     from fglib.experiments.runner import versus_baseline
 
-    runs = pd.DataFrame({"variant": ["b", "b", "b", "m", "m", "m", "one"],
-                         "top1": [70.0, 72.0, 74.0, 80.0, 81.0, 82.0, 75.0],
-                         "seconds": [10.0, 10.0, 10.0, 15.0, 15.0, 15.0, 30.0]})
+    base = [70.0, 72.0, 74.0, 71.0, 73.0, 75.0]
+    d = [10.0, 9.0, 8.0, 9.0, 10.0, 8.0]                   # all positive: sign-flip p = 2 / 64
+    runs = pd.DataFrame({"variant": ["b"] * 6 + ["m"] * 6 + ["one"],
+                         "seed": list(range(6)) * 2 + [2],
+                         "top1": base + [x + y for x, y in zip(base, d)] + [75.0],
+                         "seconds": [10.0] * 6 + [15.0] * 6 + [30.0]})
     t = versus_baseline(runs, "b")
-    assert t.loc["b", "top1"] == "72.0 ± 2.0 (3)"
+    assert t.loc["b", "top1"] == "72.5 ± 1.9 (6)"
     assert t.loc["m", "diff"] == pytest.approx(9.0)
-    assert t.loc["m", "se"] == pytest.approx((4 / 3 + 1 / 3) ** 0.5)
+    assert t.loc["m", "se"] == pytest.approx((0.8 / 6) ** 0.5)       # sd of d over sqrt n
+    assert t.loc["m", "p (Holm)"] == pytest.approx(2 / 64)           # a family of one
     assert t.loc["m", "verdict"] == "a gain"
     assert t.loc["m", "time ratio"] == pytest.approx(1.5)
-    assert t.loc["one", "top1"] == "75.0 (1)" and t.loc["one", "diff"] == pytest.approx(3.0)
+    assert t.loc["one", "top1"] == "75.0 (1)" and t.loc["one", "diff"] == pytest.approx(1.0)
     assert t.loc["one", "verdict"] == "one seed: no verdict"
-    with pytest.raises(ValueError, match="no runs of the baseline"):
+    with pytest.raises(ValueError, match="no runs with variant 'nope'"):
         versus_baseline(runs, "nope")
 
 
-def test_between_is_b_minus_a_with_the_welch_standard_error():
+def test_between_is_the_mean_paired_difference_with_its_standard_error():
     import math
 
     import pandas as pd
 
     from fglib.experiments.runner import between
     runs = pd.DataFrame({"variant": ["a"] * 3 + ["b"] * 3 + ["c"],
-                         "top1": [1.0, 2.0, 3.0, 5.0, 7.0, 9.0, 0.0]})
-    d, se = between(runs, "a", "b")
-    assert d == 5.0 and se == pytest.approx(math.sqrt(1 / 3 + 4 / 3))
+                         "seed": [0, 1, 2, 2, 1, 0, 0],
+                         "top1": [1.0, 2.0, 3.0, 9.0, 7.0, 5.0, 0.0]})
+    d, se = between(runs, "a", "b")                     # d = 4, 5, 6 by seed
+    assert d == pytest.approx(5.0) and se == pytest.approx(1 / math.sqrt(3))
     with pytest.raises(ValueError, match="no runs with variant"):
         between(runs, "a", "zzz")
+    with pytest.raises(ValueError, match=r"seeds \[1, 2\] are on one side only"):
+        between(runs, "a", "c")

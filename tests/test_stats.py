@@ -152,15 +152,11 @@ def test_toy_ratio_is_the_ratio_of_the_exact_expectations(K, n, P, d, differing,
     assert predicted + signal * (N / (N - K) - 1) == pytest.approx(e_b / e_w, rel=1e-9)
 
 
-def test_mean_difference_by_hand():
-    from fglib.core.stats import effect, mean_difference
+def test_the_old_two_standard_error_rule_is_gone():
+    """Issue 29: one verdict function (fglib.core.verdict); stats keeps no rule of its own."""
+    from fglib.core import stats
 
-    d, se = mean_difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])       # means 2 and 4, variances 1 and 4
-    assert d == pytest.approx(2.0) and se == pytest.approx((1 / 3 + 4 / 3) ** 0.5)
-    assert effect(d, se) == "no measurable effect"                  # 2 <= 2 x 1.29
-    assert effect(3.0, 1.0) == "a gain" and effect(-3.0, 1.0) == "a loss" and effect(2.0, 1.0) == "no measurable effect"
-    with pytest.raises(ValueError, match="at least 2 runs"):
-        mean_difference([1.0], [2.0, 3.0])
+    assert not any(hasattr(stats, f) for f in ("effect", "mean_difference", "compare_sentence"))
 
 
 def test_rank_correlation_against_the_textbook_formula_and_ties():

@@ -103,7 +103,9 @@ def test_paired_change_by_hand():
     t = paired_change(before, after, "baseline", {"cin": "CIN"})
     row = t.loc["CIN"]
     assert row["seeds"] == 3 and row["paired Δ"] == pytest.approx(4 / 3)   # +1, +2, +1
-    assert row["se"] == pytest.approx(pd.Series([1.0, 2.0, 1.0]).std() / 3 ** 0.5)
+    half = 4.302652729749464 * pd.Series([1.0, 2.0, 1.0]).std() / 3 ** 0.5    # t_.975,2 se
+    assert row["95 % CI"] == f"[{4 / 3 - half:+.1f}, {4 / 3 + half:+.1f}]"
+    assert row["verdict"] == "inconclusive"                   # three seeds cannot decide
     assert row["untuned top-1 (%)"] == 72.0 and row["tuned top-1 (%)"] == pytest.approx(220 / 3)
     with pytest.raises(ValueError, match="seeds in both"):
         paired_change(before, after.assign(seed=[5, 6, 7, 8]), "baseline", {"cin": "CIN"})

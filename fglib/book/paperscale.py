@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from fglib.core.config import book_profile
+from fglib.core.config import RunConfig, book_profile
 from fglib.models import MODEL_CLASSES
 from fglib.experiments.regimes import MAMC_MAIN, RRA_MAIN
 from fglib.engine.train import load_data
@@ -23,14 +23,14 @@ from fglib.experiments.runner import train_run
 METHODS = ["baseline", "bilinear", "mcloss", "apinet", "cin", "mamc", "rra"]
 
 
-def paper_scale(methods=tuple(METHODS), epochs: int = 8, image_size: int = 224,
-                backbone: str = "resnet50", batch_size: int = 32) -> list[dict]:
-    rows = []
+def paper_scale_configs(methods=tuple(METHODS), epochs: int = 8, image_size: int = 224,
+                        backbone: str = "resnet50", batch_size: int = 32) -> dict[str, RunConfig]:
+    """Method -> its paper-scale run (CUDA, autocast): the shared settings, then the method's."""
     base = {"data.image_size": image_size, "data.crop_padding": image_size // 14, "model.backbone": backbone,
             "model.pretrained": False, "train.epochs": epochs, "train.batch_size": batch_size,
             "train.lr": 0.05, "train.device": "cuda", "train.amp": "auto", "train.classes_per_batch": 8,
             "train.images_per_class": batch_size // 8}
-    data = load_data(book_profile(**base))
+    cfgs = {}
     for method in methods:
         extra = {"train.sampler": "balanced"} if MODEL_CLASSES[method].needs.balanced else {}
         if method == "mamc":     # N classes x exactly 2 images; the book's lambda and normalised f
@@ -38,7 +38,16 @@ def paper_scale(methods=tuple(METHODS), epochs: int = 8, image_size: int = 224,
                           "model.options": dict(MAMC_MAIN)})
         if method == "rra":      # no stored proposal network at this scale: the global stream's own map
             extra["model.options"] = dict(RRA_MAIN)
-        cfg = book_profile(**base, **extra, **{"model.method": method})
+        cfgs[method] = book_profile(**{**base, **extra, "model.method": method})   # extra wins
+    return cfgs
+
+
+def paper_scale(methods=tuple(METHODS), epochs: int = 8, image_size: int = 224,
+                backbone: str = "resnet50", batch_size: int = 32) -> list[dict]:
+    rows = []
+    cfgs = paper_scale_configs(methods, epochs, image_size, backbone, batch_size)
+    data = load_data(next(iter(cfgs.values())))
+    for method, cfg in cfgs.items():
         torch.cuda.reset_peak_memory_stats()
         tic = time.perf_counter()
         r = train_run(cfg, data=data, progress=False)

@@ -4,8 +4,8 @@
   split into two columns (`split_variants`), each regime read against its baseline row
   (`regime_tables`), shown with the difference and its standard error (`shown`), and any two rows of
   one regime compared (`within`).
-- The closing chapter's comparison: every method beside the baseline that shares its batches
-  (`gather`), one row per method (`compared`).
+- The closing chapter's runs of one comparison (`gather`); its family of verdicts is
+  fglib.book.closing.
 """
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from fglib.core.stats import effect, mean_difference, signed
+from fglib.core import verdict
+from fglib.core.verdict import Verdict, signed
 from fglib.engine.train import load_data
 from fglib.experiments import regimes
-from fglib.experiments.runner import between, collect, results_of, versus_baseline
+from fglib.experiments.runner import (between, collect, results_of, verdict_between,
+                                      versus_baseline)
 
 
 def split_variants(runs: pd.DataFrame, names: tuple[str, str] = ("regime", "row")) -> pd.DataFrame:
@@ -39,18 +41,26 @@ def regime_tables(runs: pd.DataFrame, regime_names: Iterable[str], rows: Iterabl
 
 
 def shown(t: pd.DataFrame) -> pd.DataFrame:
-    """A versus_baseline table as the chapters print it: top-1, the difference ± se, the verdict."""
+    """A versus_baseline table as the chapters print it: top-1, the paired difference with its
+    95 % interval, the Holm-adjusted p-value and the verdict function's word."""
     return pd.DataFrame({
         "top-1 (%)": t.top1,
-        "Δ vs baseline": [("" if v == "" else f"{signed(d)} ± {s:.1f}")
-                          for d, s, v in zip(t["diff"], t.se, t.verdict)],
+        "Δ vs baseline [95 % CI]": [
+            "" if v == "" else signed(d) if np.isnan(lo) else
+            f"{signed(d)} [{signed(lo)}, {signed(hi)}]"
+            for d, lo, hi, v in zip(t["diff"], t.low, t.high, t.verdict)],
+        "p (Holm)": [("" if np.isnan(p) else f"{p:.3f}") for p in t["p (Holm)"]],
         "verdict": t.verdict})
 
 
 def within(runs: pd.DataFrame, regime: str, a: str, b: str) -> tuple[float, float]:
-    """(mean of row b - mean of row a, its standard error) within one regime."""
-    r = runs[runs.regime == regime]
-    return mean_difference(r[r.row == a].top1, r[r.row == b].top1)
+    """(mean paired difference row b - row a over seeds, its standard error) in one regime."""
+    return between(runs[runs.regime == regime], a, b, by="row")
+
+
+def within_verdict(runs: pd.DataFrame, regime: str, a: str, b: str) -> Verdict:
+    """The verdict function on row b against row a in one regime (a family of one)."""
+    return verdict_between(runs[runs.regime == regime], a, b, by="row")
 
 
 def gather(regime: str, seeds: Iterable[int] = regimes.COMPARE_SEEDS,
@@ -70,26 +80,6 @@ def gather(regime: str, seeds: Iterable[int] = regimes.COMPARE_SEEDS,
     per_class = [np.asarray(r.metrics["per_class"]) for r in results_of(runs)]
     runs["hard_top1"] = [100 * p[hard].mean() for p in per_class]
     return runs
-
-
-def compared(runs: pd.DataFrame, names: Mapping[str, str]) -> pd.DataFrame:
-    """One row per method (`names`: method -> its name in the table): its metrics over
-    seeds and its difference to its own baseline."""
-    rows = {}
-    for m in names:
-        mine = runs[(runs.method == m) & (runs.kind == "method")]
-        base = runs[(runs.method == m) & (runs.kind == "baseline")]
-        d, se = between(runs[runs.method == m], "baseline", "method", by="kind")
-        rows[names[m]] = {
-            "top-1 (%)": f"{mine.top1.mean():.1f} ± {mine.top1.std():.1f} "
-                         f"({len(mine)})",
-            "baseline": f"{base.top1.mean():.1f} ± {base.top1.std():.1f}",
-            "hard families": f"{mine.hard_top1.mean():.1f}",
-            "errors in family (%)": f"{mine.within_family_errors.mean():.0f}",
-            "Δ vs baseline": f"{signed(d)} ± {se:.1f}", "diff": d, "se": se,
-            "verdict": effect(d, se),
-            "time / step": f"{mine.seconds.mean() / base.seconds.mean():.2f}"}
-    return pd.DataFrame(rows).T
 
 
 def diff_se(table: pd.DataFrame, row: str) -> tuple[float, float]:
@@ -167,9 +157,10 @@ def tuning_sentences(table: pd.DataFrame, gaps: pd.DataFrame, names: Mapping[str
 def paired_change(before: pd.DataFrame, after: pd.DataFrame, kind: str,
                   names: Mapping[str, str]) -> pd.DataFrame:
     """Per method (`names`: method -> row name), its `kind` runs ("method" or "baseline") of two
-    gather() tables matched by seed: mean top-1 before and after, and the paired difference
-    after - before with its standard error (sd of the per-seed differences / sqrt n)."""
-    rows = {}
+    gather() tables matched by seed: mean top-1 before and after, and the verdict function on
+    after - before over the rows as one family (the paired difference, its 95 % interval, the
+    word)."""
+    pairs, means = {}, {}
     for m, name in names.items():
         a = before[(before.method == m) & (before.kind == kind)].set_index("seed").top1
         b = after[(after.method == m) & (after.kind == kind)].set_index("seed").top1
@@ -177,10 +168,13 @@ def paired_change(before: pd.DataFrame, after: pd.DataFrame, kind: str,
         if len(seeds) < 2:
             raise ValueError(f"{name}: {len(seeds)} seeds in both tables; a paired difference "
                              "needs two or more")
-        d = b[seeds] - a[seeds]
-        rows[name] = {"untuned top-1 (%)": a[seeds].mean(), "tuned top-1 (%)": b[seeds].mean(),
-                      "paired Δ": d.mean(), "se": d.std() / np.sqrt(len(d)), "seeds": len(d)}
-    return pd.DataFrame.from_dict(rows, orient="index")
+        pairs[name] = (a[seeds].tolist(), b[seeds].tolist())
+        means[name] = (a[seeds].mean(), b[seeds].mean())
+    verdicts = verdict.family(pairs)
+    return pd.DataFrame.from_dict({name: {
+        "untuned top-1 (%)": means[name][0], "tuned top-1 (%)": means[name][1],
+        "paired Δ": v.mean, "95 % CI": f"[{signed(v.low)}, {signed(v.high)}]", "seeds": v.n,
+        "verdict": v.word} for name, v in verdicts.items()}, orient="index")
 
 
 def check_tuned(table: pd.DataFrame) -> str:

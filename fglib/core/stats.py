@@ -8,10 +8,8 @@ and their trace ratio tr(S_B) / tr(S_W) says how far apart classes are compared 
 spread out each class is. Fine-grained data is exactly the case where this ratio is
 small.
 
-For comparing two methods over seeds: the difference of their mean accuracies and its
-standard error
-    d = mean(b) - mean(a),   se(d) = sqrt(s_a^2 / n_a + s_b^2 / n_b),
-and the book's reading of it: an effect only when |d| > 2 se(d).
+Verdicts on methods (a gain, a loss, no effect) are not made here: the one verdict function of
+the book is fglib.core.verdict.
 """
 from __future__ import annotations
 
@@ -21,10 +19,10 @@ from typing import Iterable
 import torch
 
 
-
 def signed(d: float, digits: int = 1) -> str:
     """d with its sign at `digits` decimals, never "-0.0" (a difference that rounds to zero)."""
     return f"{round(float(d), digits) + 0.0:+.{digits}f}"
+
 
 def _check(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.ndim != 2:
@@ -74,45 +72,6 @@ def nearest_neighbour_accuracy(x_train: torch.Tensor, y_train: torch.Tensor,
     d2 = (x_test**2).sum(1, keepdim=True) - 2 * x_test @ x_train.T + (x_train**2).sum(1)
     pred = y_train[d2.argmin(1)]
     return (pred == y_test).double().mean().item()
-
-
-def mean_difference(a: Iterable[float], b: Iterable[float]) -> tuple[float, float]:
-    """(mean(b) - mean(a), its standard error) for two sets of runs, e.g. seeds' top-1.
-
-    The standard error uses the sample variances: se = sqrt(s_a^2 / n_a + s_b^2 / n_b).
-    """
-    a, b = list(a), list(b)
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError("need at least 2 runs on each side to estimate a spread, "
-                         f"got {len(a)} and {len(b)}: train more seeds")
-    d = statistics.fmean(b) - statistics.fmean(a)
-    var_a, var_b = statistics.variance(a), statistics.variance(b)     # sample variances
-    se = (var_a / len(a) + var_b / len(b)) ** 0.5
-    return d, se
-
-
-def effect(d: float, se: float, k: float = 2.0) -> str:
-    """'no measurable effect' when |d| <= k se, else 'a gain' or 'a loss'."""
-    if abs(d) <= k * se:
-        return "no measurable effect"
-    return "a gain" if d > 0 else "a loss"
-
-
-def compare_sentence(a: Iterable[float], b: Iterable[float], what: str, against: str,
-                     at: str = "") -> str:
-    """One Markdown sentence: how b changes top-1 over a, ± its standard error, and the
-    verdict, e.g. "The full MC-Loss changes top-1 by **-2.6 ± 1.0 points** over
-    cross-entropy, more than two standard errors below zero: a loss."
-    """
-    d, se = mean_difference(a, b)
-    word = effect(d, se)
-    if word == "no measurable effect":
-        verdict = f"within two standard errors of zero: {word}{' ' + at if at else ''}"
-    else:
-        side = "above" if d > 0 else "below"
-        verdict = f"more than two standard errors {side} zero: {word}"
-    change = f"**{signed(d)} ± {se:.1f} points**"
-    return f"{what} changes top-1 by {change} over {against}, {verdict}."
 
 
 def _ranks(v: list[float]) -> list[float]:

@@ -12,7 +12,8 @@ pretrained) weights, so their difference is read per seed: d_s = b_s - a_s. For 
           is said only when both reject (Schuirmann 1987),
     MDE   (t_{1 - alpha_f/2, n-1} + t_{power, n-1}) sd / sqrt(n): the smallest true difference the
           seeds find with the stated power at the family's Bonferroni level alpha_f = alpha / K
-          (Holm is at least as powerful), from the observed sd.
+          (Holm is at least as powerful), from the observed sd; infinite when the exact test
+          cannot reach alpha_f at all (2 / 2^n >= alpha_f: five seeds or fewer at 5 %).
 
 A family of K verdicts (a chapter's table, or the closing chapter's method x regime x benchmark
 cells) is corrected with Holm's step-down method (Holm 1979), separately for the difference
@@ -102,6 +103,13 @@ def holm(p: Iterable[float]) -> np.ndarray:
     return out
 
 
+def smallest_p(n: int) -> float:
+    """The smallest two-sided p-value n paired seeds can give: 2 / 2^n by exact sign flips (all
+    differences of one sign), 0 for the paired t beyond EXACT_UP_TO. Five seeds cannot go below
+    0.0625, so no difference on five seeds is called at the 5 % level."""
+    return 2.0 / 2 ** n if n <= EXACT_UP_TO else 0.0
+
+
 def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """Smallest true mean difference detected with `power` by a two-sided test at level `alpha`,
     for n paired seeds of standard deviation sd (the t approximation)."""
@@ -128,8 +136,10 @@ def paired(a: Iterable[float], b: Iterable[float], margin: float = MARGIN,
     half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
     p_low = _p(d + margin, "greater")                 # H0: mean <= -margin
     p_high = _p(d - margin, "less")                   # H0: mean >= +margin
+    floor = smallest_p(n)                             # sign flips cannot go below 2 / 2^n
     return Verdict(n=n, mean=mean, low=mean - half, high=mean + half, p=_p(d, "two-sided"),
-                   p_equivalence=max(p_low, p_high), mde=mde(sd, n, alpha_family),
+                   p_equivalence=max(p_low, p_high),
+                   mde=math.inf if floor >= alpha_family else mde(sd, n, alpha_family),
                    test="exact sign flips" if n <= EXACT_UP_TO else "paired t", margin=margin)
 
 
@@ -167,6 +177,64 @@ def against_claim(v: Verdict, claim: float) -> str:
     if v.high < claim:
         return "claim excluded"
     return "inconclusive"
+
+
+def aligned(a: Mapping[int, float], b: Mapping[int, float], what: str = "the comparison"
+            ) -> tuple[list[float], list[float]]:
+    """Two {seed: value} mappings (e.g. Series indexed by seed) as paired lists, in seed order;
+    an error naming the seeds found on one side only."""
+    a, b = dict(a), dict(b)
+    alone = sorted(set(a) ^ set(b))
+    if alone:
+        raise ValueError(f"{what}: seeds {alone} are on one side only; a paired verdict needs "
+                         "the same seeds on both sides (train the missing runs, or select the "
+                         "common seeds)")
+    seeds = sorted(a)
+    return [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
+
+
+def signed(d: float, digits: int = 1) -> str:
+    """d with its sign at `digits` decimals, never "-0.0"."""
+    return f"{round(float(d), digits) + 0.0:+.{digits}f}"
+
+
+def interval(v: Verdict) -> str:
+    """'+0.6 [+0.3, +0.9]': the mean difference and its 95 % interval."""
+    return f"{signed(v.mean)} [{signed(v.low)}, {signed(v.high)}]"
+
+
+def reading(v: Verdict) -> str:
+    """The verdict's word with what it rests on, e.g. 'a gain (Holm p = 0.004)', 'no effect
+    (equivalent within ±1 point, Holm p = 0.01)', 'inconclusive (detectable: 1.3 points)'."""
+    if v.word in ("a gain", "a loss"):
+        return f"{v.word} (Holm p = {v.p_holm:.3f})"
+    if v.word == "no effect":
+        return (f"no effect (equivalent within ±{v.margin:g} point, Holm p = "
+                f"{v.p_equivalence_holm:.3f})")
+    if math.isinf(v.mde):
+        return (f"inconclusive ({v.n} seeds: sign flips cannot reach the family's level, "
+                f"p ≥ {smallest_p(v.n):.3f})")
+    return (f"inconclusive (neither a difference nor equivalence within ±{v.margin:g} point; "
+            f"the seeds detect {v.mde:.1f} points)")
+
+
+def sentence(v: Verdict, what: str, against: str, family_size: int | None = None) -> str:
+    """One Markdown sentence from a verdict: "X changes top-1 by **+0.6 points** [+0.3, +0.9]
+    over Y (10 paired seeds): a gain (Holm p = 0.004)."; family_size: the number of verdicts
+    its Holm correction ran over, said when more than one."""
+    fam = f", one of {family_size} verdicts corrected together" if family_size and family_size > 1 \
+        else ""
+    return (f"{what} changes top-1 by **{signed(v.mean)} points** (95 % interval "
+            f"[{signed(v.low)}, {signed(v.high)}]) over {against} ({v.n} paired seeds{fam}): "
+            f"{reading(v)}.")
+
+
+def compare_sentence(a: Mapping[int, float], b: Mapping[int, float], what: str, against: str,
+                     margin: float = MARGIN) -> str:
+    """`sentence` for one comparison on its own (a family of one): b against a, each
+    {seed: top-1}."""
+    v = family({what: aligned(a, b, what)}, margin)[what]
+    return sentence(v, what, against)
 
 
 def table(verdicts: Mapping[str, Verdict]) -> pd.DataFrame:

@@ -266,7 +266,7 @@ COMPARED = {"mcloss": None, "apinet": {}, "cin": {}, "mamc": MAMC_MAIN, "rra": R
 COMPARE_REGIMES = {"paper": ("pretrained", "large", "few"), "from scratch": ()}
 COMPARE_SEEDS = (0, 1, 2, 3, 4)
 HELD_OUT = SECOND                 # drawn with another seed, 32 classes in 8 families; nothing
-HELD_OUT_SEEDS = (0, 1, 2)        # was chosen on it
+HELD_OUT_SEEDS = (0, 1, 2, 3, 4)  # was chosen on it
 
 
 def compare_config(method: str, regime: str, seed: int, synth: dict | None = None,
@@ -379,3 +379,84 @@ def tuned_comparison(seeds=COMPARE_SEEDS, synth: dict | None = None) -> list[tup
     """comparison("paper") at the tuned settings: (method, kind, seed, config)."""
     return [(m, kind, s, tuned_config(m, s, synth, kind == "baseline"))
             for m in COMPARED for kind in ("baseline", "method") for s in seeds]
+
+
+# -- the decisive controls ------------------------------------------------------------------------
+# Each method against the run that isolates its idea (issue 29): the same method, batches and
+# tuned trial, with the idea taken out. API-Net's control is its baseline on the same balanced
+# 16 x 4 batches (the sampler is what its pairs need), so it has no control run of its own.
+CONTROLS: dict[str, dict[str, dict]] = {
+    "mcloss": {"L_dis alone": {"lam": 0.0}},                 # mu L_dis, no diversity term
+    "apinet": {},
+    "cin": {"W = I": CIN_ROWS["W = I (control)"]},           # the residual conv, no SCI or CCI
+    "mamc": {"OSME alone": MAMC_ROWS["OSME P=2, softmax only"],
+             "GAP head": MAMC_EXTRAS["GAP pooling + MAMC"]},
+    "rra": {"whole image": RRA_ROWS["whole image (control)"]},
+}
+
+
+def control_config(method: str, control: str, regime: str, seed: int,
+                   synth: dict | None = None) -> RunConfig:
+    """The run of one of CONTROLS[method] in one of COMPARE_REGIMES: compare_config's run with
+    the control's model.options (MC-Loss: its official weights with the control's changes), at
+    the method's tuned trial in the paper regime on the main benchmark, untuned elsewhere."""
+    opts = CONTROLS[method][control]
+    cfg = compare_config(method, regime, seed, synth)
+    if method == "mcloss":
+        opts = {**cfg.model.options, **opts}
+    elif method == "rra":
+        opts = rra_options(opts, seed, COMPARE_REGIMES[regime], synth)
+    cfg = cfg.override(**{"model.options": dict(opts)})
+    if regime == TUNING_REGIME and synth is None:
+        cfg = with_trial(cfg, tuning_trials()[TUNED[method]])
+    return cfg
+
+
+def controls(regime: str, seeds=COMPARE_SEEDS, synth: dict | None = None) -> list[tuple]:
+    """(method, control, seed, config) of every control in one regime."""
+    return [(m, c, s, control_config(m, c, regime, s, synth))
+            for m in CONTROLS for c in CONTROLS[m] for s in seeds]
+
+
+# -- the closing family (issue 29) ----------------------------------------------------------------
+# The seeds of each cell of the closing chapter's verdicts: the tuned paper regime on the main
+# benchmark, where the papers make their claims, 20 paired seeds per method, baseline and control;
+# from scratch 5 (MC-Loss, whose paper claims this regime, 10, its control too); the held-out
+# benchmark (paper regime, shared recipe) 5.
+PAPER_SEEDS = tuple(range(20))
+SCRATCH_SEEDS = COMPARE_SEEDS
+MCLOSS_SCRATCH_SEEDS = tuple(range(10))
+CELLS = ("paper", "from scratch", "held-out")
+
+
+def cell_seeds(method: str, cell: str) -> tuple[int, ...]:
+    """The paired seeds of one method in one cell of the closing family."""
+    if cell == "paper":
+        return PAPER_SEEDS
+    if cell == "held-out":
+        return HELD_OUT_SEEDS
+    return MCLOSS_SCRATCH_SEEDS if method == "mcloss" else SCRATCH_SEEDS
+
+
+def closing_jobs() -> list[tuple[str, int, RunConfig]]:
+    """Every run of the closing family as collect() jobs, variant "cell | method | kind" (kind:
+    "baseline", "method" or a control's name): the paper cell tuned (tuned_config) with every
+    control; from scratch with MC-Loss's control; the held-out benchmark at the shared recipe."""
+    jobs = []
+    for cell in CELLS:
+        for m in COMPARED:
+            for s in cell_seeds(m, cell):
+                if cell == "paper":
+                    runs = {k: tuned_config(m, s, baseline=k == "baseline")
+                            for k in ("baseline", "method")}
+                    runs.update({c: control_config(m, c, "paper", s) for c in CONTROLS[m]})
+                elif cell == "from scratch":
+                    runs = {k: compare_config(m, cell, s, baseline=k == "baseline")
+                            for k in ("baseline", "method")}
+                    if m == "mcloss":
+                        runs.update({c: control_config(m, c, cell, s) for c in CONTROLS[m]})
+                else:
+                    runs = {k: compare_config(m, "paper", s, HELD_OUT, baseline=k == "baseline")
+                            for k in ("baseline", "method")}
+                jobs += [(f"{cell} | {m} | {k}", s, cfg) for k, cfg in runs.items()]
+    return jobs

@@ -16,6 +16,7 @@ interrupted resumes from its checkpoint in its cache folder.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -26,14 +27,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from fglib.core.config import RunConfig
 from fglib.core.hardware import cpu_kind
 from fglib.core.paths import cache_dir
+from fglib.core import verdict
 from fglib.core.runtime import current_chapter, progress_bar
-from fglib.core.stats import effect, mean_difference
 from fglib.engine.train import RunResult, build, load_data, train
 from fglib.experiments import store
 from fglib.experiments.pretraining import PretrainedWeightsMissing, pretraining_config
@@ -442,40 +445,70 @@ def summarise(summary: pd.DataFrame, metrics: Iterable[str] | None = None, digit
     return out
 
 
-def versus_baseline(runs: pd.DataFrame, baseline: str, metric: str = "top1") -> pd.DataFrame:
-    """Every variant of `runs` (from `grid` or `collect`) against the variant `baseline`.
+def by_seed(runs: pd.DataFrame, value: str, by: str = "variant", metric: str = "top1") -> pd.Series:
+    """`metric` of the runs whose column `by` is `value`, indexed by seed (for paired verdicts)."""
+    g = runs[runs[by] == value]
+    if g.empty:
+        raise ValueError(f"no runs with {by} {value!r}; there are {sorted(set(runs[by]))}")
+    if g.seed.duplicated().any():
+        raise ValueError(f"{by} {value!r} has seeds {sorted(g.seed[g.seed.duplicated()])} twice")
+    return g.set_index("seed")[metric]
 
-    Columns: `metric` as 'mean ± std (n)'; `diff` and `se`, the difference of the means and its
-    standard error (fglib.core.stats.mean_difference); `verdict` by the book's rule (|diff| > 2 se);
-    (one seed: the difference alone); `time ratio`, the mean training time over the baseline's (equal numbers of steps, so the
-    ratio of the time per step).
+
+def versus_baseline(runs: pd.DataFrame, baseline: str, metric: str = "top1",
+                    margin: float = verdict.MARGIN) -> pd.DataFrame:
+    """Every variant of `runs` (from `grid` or `collect`) against the variant `baseline`, paired
+    by seed, the variants with two or more seeds one family (fglib.core.verdict.family).
+
+    Columns: `metric` as 'mean ± std (n)'; `diff`, `low`, `high`, the mean paired difference and
+    its 95 % interval; `se`, the paired standard error; `p (Holm)` and `verdict`, the verdict
+    function's; `MDE`; `time ratio`, the mean training time over the baseline's (equal numbers of
+    steps, so the ratio of the time per step). A variant of one seed gets its difference alone.
     """
-    base = runs[runs.variant == baseline]
-    if base.empty:
-        raise ValueError(f"no runs of the baseline {baseline!r}; variants: {sorted(set(runs.variant))}")
+    base = by_seed(runs, baseline, metric=metric)
+    groups = {name: g for name, g in runs.groupby("variant", sort=False)}
+    pairs = {name: verdict.aligned(base, g.set_index("seed")[metric], name)
+             for name, g in groups.items() if name != baseline and len(g) > 1}
+    verdicts = verdict.family(pairs, margin) if pairs else {}
     rows = []
-    for name, g in runs.groupby("variant", sort=False):
+    for name, g in groups.items():
+        v = verdicts.get(name)
         if name == baseline:
-            d, se, verdict = 0.0, 0.0, ""
-        elif len(g) < 2:                     # one seed: a difference without a spread
-            d, se, verdict = g[metric].mean() - base[metric].mean(), float("nan"), "one seed: no verdict"
+            d, low, high, se, p, word, mde = 0.0, 0.0, 0.0, 0.0, math.nan, "", math.nan
+        elif v is None:                      # one seed: a difference without a spread
+            d = float(g[metric].mean() - base[g.seed].mean())
+            low = high = se = p = mde = math.nan
+            word = "one seed: no verdict"
         else:
-            d, se = mean_difference(base[metric], g[metric])
-            verdict = effect(d, se)
+            d, low, high, p, word, mde = v.mean, v.low, v.high, v.p_holm, v.word, v.mde
+            se = (v.high - v.mean) / stats.t.ppf(0.975, v.n - 1)    # the interval's se
         rows.append({"variant": name,
                      metric: f"{g[metric].mean():.1f} ± {g[metric].std():.1f} ({len(g)})" if len(g) > 1
                      else f"{g[metric].mean():.1f} (1)",
-                     "diff": d, "se": se,
-                     "verdict": verdict,
-                     "time ratio": g.seconds.mean() / base.seconds.mean()})
+                     "diff": d, "low": low, "high": high, "se": se, "p (Holm)": p,
+                     "verdict": word, "MDE": mde,
+                     "time ratio": g.seconds.mean() / base_seconds(runs, baseline)})
     return pd.DataFrame(rows).set_index("variant")
+
+
+def base_seconds(runs: pd.DataFrame, baseline: str) -> float:
+    return float(runs[runs.variant == baseline].seconds.mean())
 
 
 def between(runs: pd.DataFrame, a: str, b: str, metric: str = "top1",
             by: str = "variant") -> tuple[float, float]:
-    """(mean of b - mean of a, its standard error) for two groups of `runs` (the rows whose
-    column `by` is a or b), e.g. two rows of an ablation over seeds."""
-    missing = [g for g in (a, b) if not (runs[by] == g).any()]
-    if missing:
-        raise ValueError(f"no runs with {by} {missing}; there are {sorted(set(runs[by]))}")
-    return mean_difference(runs[runs[by] == a][metric], runs[runs[by] == b][metric])
+    """(mean paired difference b - a over seeds, its standard error sd(d) / sqrt(n)) for two
+    groups of `runs` (the rows whose column `by` is a or b), e.g. two rows of an ablation; for a
+    verdict, `verdict_between`."""
+    x, y = verdict.aligned(by_seed(runs, a, by, metric), by_seed(runs, b, by, metric), f"{a} vs {b}")
+    d = np.asarray(y) - np.asarray(x)
+    if len(d) < 2:
+        raise ValueError(f"{a} vs {b}: {len(d)} paired seed(s); a spread needs two or more")
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def verdict_between(runs: pd.DataFrame, a: str, b: str, metric: str = "top1", by: str = "variant",
+                    margin: float = verdict.MARGIN) -> verdict.Verdict:
+    """The verdict function on b against a (a family of one), paired by seed."""
+    pair = verdict.aligned(by_seed(runs, a, by, metric), by_seed(runs, b, by, metric), f"{a} vs {b}")
+    return verdict.family({b: pair}, margin)[b]
