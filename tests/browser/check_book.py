@@ -14,7 +14,9 @@ and loaded at a desktop viewport (1280x900 by default). A page fails when
     code blocks and typeset math are not searched), or MathJax reports a TeX error;
   * it raises a JavaScript error or logs an error to the console;
   * a code block, or a cell's output, is wider than its column (a horizontal scrollbar appears),
-    or the page as a whole scrolls sideways.
+    or the page as a whole scrolls sideways;
+  * a display equation, once typeset, is wider than the column it sits in (the theme scrolls it
+    in its own box, so the reader sees it cut at the right edge).
 
 A full-page PNG screenshot of every page goes to _build/browser-screenshots/ (the `html` folder's
 sibling) or to --screenshots DIR. One summary line is printed per page, then every problem, page by
@@ -222,6 +224,37 @@ JS_WIDE_BLOCKS = """
 }
 """
 
+# Display equations (MathJax 3's mjx-container[display]) wider than the column they sit in: the
+# typeset width of the formula against the inner width of its block (div.math, else the parent),
+# with the TeX source from MathJax's own record of the item.
+JS_WIDE_MATH = """
+() => {
+  const tolerance = 1;
+  const cells = [...document.querySelectorAll('div.cell')];
+  const items = (window.MathJax && MathJax.startup && MathJax.startup.document)
+    ? [...MathJax.startup.document.math] : [];
+  const texOf = e => {
+    const item = items.find(i => i.typesetRoot === e);
+    return item ? String(item.math).replace(/\\s+/g, ' ').trim().slice(0, 60) : '';
+  };
+  const found = [];
+  for (const e of document.querySelectorAll('mjx-container[display="true"]')) {
+    if (!e.checkVisibility()) continue;
+    const math = e.querySelector('mjx-math') || e;
+    const width = Math.round(math.getBoundingClientRect().width);
+    const col = e.closest('div.math') || e.parentElement;
+    const style = getComputedStyle(col);
+    const inner = Math.round(col.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight));
+    if (inner > 0 && width > inner + tolerance) {
+      const section = e.closest('section[id]'), cell = e.closest('div.cell');
+      found.push({width, inner, tex: texOf(e), cell: cell ? cells.indexOf(cell) + 1 : null,
+                  section: section ? section.id : null});
+    }
+  }
+  return found;
+}
+"""
+
 # Sideways scrolling of the whole page.
 JS_PAGE_WIDTH = """
 () => ({scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth})
@@ -413,6 +446,9 @@ def inspect_page(browser, viewport: dict, base: str, root: Path, rel: Path, shot
             else:
                 what += f"{item['scrollWidth']} px of content in a {item['clientWidth']} px box"
             report.problems.append(what)
+        for eq in page.evaluate(JS_WIDE_MATH):
+            report.problems.append(f"display equation wider than its column{_where(eq)}: {eq['width']} px "
+                                   f"in a {eq['inner']} px column; break it over lines (aligned): {eq['tex']}")
         width = page.evaluate(JS_PAGE_WIDTH)
         if width["scrollWidth"] > width["clientWidth"] + 1:
             report.problems.append(f"the page scrolls sideways: {width['scrollWidth']} px wide "
