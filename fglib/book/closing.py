@@ -91,6 +91,10 @@ def _verdicts() -> dict[tuple[str, str, str], Verdict]:
     return closing_family(split_runs(regimes.closing_jobs()))
 
 
+def _p4(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
 def family_table(verdicts: Mapping[tuple[str, str, str], Verdict]) -> pd.DataFrame:
     """One row per verdict of the family: n, mean difference, its 95 % interval, the raw and
     Holm-adjusted p, the Holm-adjusted equivalence p (within ±margin), the MDE, the word."""
@@ -98,8 +102,8 @@ def family_table(verdicts: Mapping[tuple[str, str, str], Verdict]) -> pd.DataFra
     for (m, cell, against), v in verdicts.items():
         rows[(NAMES[m], CELL_NAMES[cell], f"vs {against}")] = {
             "n": v.n, "Δ": signed(v.mean), "95 % CI": f"[{signed(v.low)}, {signed(v.high)}]",
-            "p": f"{v.p:.4f}", "p (Holm)": f"{v.p_holm:.4f}",
-            "equivalent p (Holm)": f"{v.p_equivalence_holm:.4f}",
+            "p": _p4(v.p), "p (Holm)": _p4(v.p_holm),
+            "equivalent p (Holm)": _p4(v.p_equivalence_holm),
             "MDE": "∞" if np.isinf(v.mde) else f"{v.mde:.1f}", "test": v.test,
             "verdict": v.word}
     t = pd.DataFrame.from_dict(rows, orient="index")

@@ -203,14 +203,19 @@ def interval(v: Verdict) -> str:
     return f"{signed(v.mean)} [{signed(v.low)}, {signed(v.high)}]"
 
 
+def p_text(p: float) -> str:
+    """A p-value as the chapters print it: three decimals, "< 0.001" below."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
 def reading(v: Verdict) -> str:
     """The verdict's word with what it rests on, e.g. 'a gain (Holm p = 0.004)', 'no effect
     (equivalent within ±1 point, Holm p = 0.01)', 'inconclusive (detectable: 1.3 points)'."""
     if v.word in ("a gain", "a loss"):
-        return f"{v.word} (Holm p = {v.p_holm:.3f})"
+        return f"{v.word} (Holm p {p_text(v.p_holm)})"
     if v.word == "no effect":
-        return (f"no effect (equivalent within ±{v.margin:g} point, Holm p = "
-                f"{v.p_equivalence_holm:.3f})")
+        return (f"no effect (equivalent within ±{v.margin:g} point, Holm p "
+                f"{p_text(v.p_equivalence_holm)})")
     if math.isinf(v.mde):
         return (f"inconclusive ({v.n} seeds: sign flips cannot reach the family's level, "
                 f"p ≥ {smallest_p(v.n):.3f})")
