@@ -170,6 +170,32 @@ def test_no_chapter_has_more_than_twenty_code_cells(md):
                                  "or move code into fglib")
 
 
+# Issue 29: one verdict function (fglib.core.verdict) for the whole book. A chapter that wrote its
+# own rule would match one of these (the old rule's names and words, a hand-made threshold).
+OWN_RULES = [r"two standard errors", r"\b2 ?\* ?se\b", r"\bmean_difference\b",
+             r"\beffect\(", r"no measurable effect", r"fglib\.core\.stats import .*compare_sentence",
+             r"ttest_rel|ttest_ind|ttest_1samp"]
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_no_chapter_has_a_verdict_rule_of_its_own(md):
+    text = md.read_text()
+    found = [(pattern, m.group(0)) for pattern in OWN_RULES
+             for m in [re.search(pattern, text)] if m]
+    assert not found, (f"{md.name} reads differences with a rule of its own {found}: use "
+                       "fglib.core.verdict (compare_sentence, family) or runner.versus_baseline")
+
+
+def test_the_verdict_rule_check_catches_the_old_rule(tmp_path):
+    md = tmp_path / "x.md"
+    md.write_text("The gain is more than two standard errors above zero.\n")
+    with pytest.raises(AssertionError, match="a rule of its own"):
+        test_no_chapter_has_a_verdict_rule_of_its_own(md)
+    md.write_text("d, se = between(runs, a, b)\nif abs(d) > 2 * se:\n    print('gain')\n")
+    with pytest.raises(AssertionError, match="a rule of its own"):
+        test_no_chapter_has_a_verdict_rule_of_its_own(md)
+
+
 NESTED_LIMIT = 80        # a code block inside a list item (an exercise's solution) is indented
 
 
@@ -241,5 +267,5 @@ def test_the_checks_catch_a_long_line_and_a_section_without_code(tmp_path):
     assert [t for t, text in sections(md) if "$$" in text] == ["Eq", "Eq2"]
     with pytest.raises(AssertionError, match=r"no code shown: \['Eq', 'Eq2'\]"):
         test_every_section_with_equations_shows_the_code_of_them(md)
-    assert pyobject_source(ROOT / "fglib" / "core" / "stats.py", "effect")[0].startswith("def effect")
+    assert pyobject_source(ROOT / "fglib" / "core" / "stats.py", "signed")[0].startswith("def signed")
     assert pyobject_source(ROOT / "fglib" / "core" / "stats.py", "nothing_here") == []

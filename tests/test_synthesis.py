@@ -71,7 +71,7 @@ def test_control_sentences_attribute_a_gain_only_when_it_holds_against_the_contr
 def test_synthesis_and_discussion_say_what_the_family_says():
     claims = closing.claims_table(FAMILY)
     text = synthesis(FAMILY, claims)
-    assert text.startswith("In the tuned paper regime (20 to 20 paired seeds per method), "
+    assert text.startswith("In the tuned paper regime (20 paired seeds per method), "
                            "against the baseline on the same batches: gains for CIN, RRA; "
                            "losses for OSME + MAMC; no effect (equivalent within ±1 point) "
                            "for MC-Loss, API-Net; inconclusive for none.")
@@ -132,3 +132,10 @@ def test_pairs_are_by_seed_and_the_family_is_corrected_together():
 def test_the_mde_is_infinite_where_sign_flips_cannot_reach_the_level():
     fam = closing.closing_family(runs_frame()[lambda r: r.seed < 5])
     assert all(math.isinf(x.mde) for x in fam.values())               # 2 / 32 > 0.05 / 4
+
+
+def test_synthesis_leaves_out_an_empty_list_of_unattributed_gains():
+    fam = {**FAMILY, ("cin", "paper", "baseline"): v(0.1, -0.2, 0.4, "no effect")}
+    text = synthesis(fam, closing.claims_table(fam))
+    assert "belongs to the paper's idea for RRA (vs whole image: a gain)." in text
+    assert "not shown to" not in text

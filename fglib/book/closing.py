@@ -70,14 +70,15 @@ def closing_runs() -> pd.DataFrame:
 
 
 def pairs(runs: pd.DataFrame) -> dict[tuple[str, str, str], tuple[list, list]]:
-    """{(method, cell, against): (against's top-1, the method's top-1)} paired by seed; against
-    is "baseline" or the name of a control."""
+    """{(method, cell, against): (against's top-1, the method's top-1)} paired by seed;
+    against is "baseline" or the name of a control."""
     out = {}
     for (cell, m), g in runs.groupby(["cell", "method"], sort=False):
         method = g[g.kind == "method"].set_index("seed").top1
         for kind in [k for k in dict.fromkeys(g.kind) if k != "method"]:
             other = g[g.kind == kind].set_index("seed").top1
-            out[(m, cell, kind)] = verdict.aligned(other, method, f"{m}, {cell}, vs {kind}")
+            out[(m, cell, kind)] = verdict.aligned(other, method,
+                                                   f"{m}, {cell}, vs {kind}")
     return out
 
 

@@ -34,7 +34,9 @@ def synthesis(verdicts: Family, claims: pd.DataFrame) -> str:
     """The chapter's synthesis, from the family and the claims table."""
     g = verdict_groups(verdicts)
     n = {m: verdicts[(m, "paper", "baseline")].n for m in NAMES}
-    out = [f"In the tuned paper regime ({min(n.values())} to {max(n.values())} paired seeds per "
+    seeds = (f"{min(n.values())}" if min(n.values()) == max(n.values())
+             else f"{min(n.values())} to {max(n.values())}")
+    out = [f"In the tuned paper regime ({seeds} paired seeds per "
            f"method), against the baseline on the same batches: gains for "
            f"{listed(g['a gain'])}; losses for {listed(g['a loss'])}; no effect (equivalent "
            f"within ±1 point) for {listed(g['no effect'])}; inconclusive for "
@@ -46,7 +48,8 @@ def synthesis(verdicts: Family, claims: pd.DataFrame) -> str:
     gains = g["a gain"]
     if gains:
         out.append("Against the decisive controls, the gain belongs to the paper's idea for "
-                   f"{listed(owned)}; it is not shown to for {listed(not_owned)}.")
+                   f"{listed(owned)}" + (f"; it is not shown to for {listed(not_owned)}"
+                                         if not_owned else "") + ".")
     else:
         out.append("With no gain over the baseline, the controls have no gain to attribute; "
                    "they show whether the idea's own part changes anything (table above).")
