@@ -365,7 +365,10 @@ def test_the_book_has_a_store_within_its_size_budget(capsys):
     size = store.size_bytes() - evidence          # measurements have their own budget (test_measured.py)
     with capsys.disabled():
         print(f"\nresults store: {size / 1e6:.2f} MB of runs in {store.store_dir()}")
-    assert size < 40e6          # 30 MB until the RRA and closing chapters added their weights
+    # 30 MB until the RRA and closing chapters added their weights; 40 MB until issue 29's closing
+    # family (20 paired seeds in the paper regime) added ~270 records and the float16 weights of
+    # RRA's proposal runs for seeds 5-19 (what `make reproduce` needs to re-train RRA): ~52 MB.
+    assert size < 60e6
 
 
 @pytest.mark.parametrize("chapter", COMMITTED)

@@ -32,48 +32,60 @@ def test_each_regime_is_read_against_its_own_baseline():
     for regime in t:
         d, se = tables.diff_se(t[regime], "+A")
         assert d == pytest.approx(2.0)
-        assert se == pytest.approx(math.sqrt(0.25 / 3 + 0.25 / 3))   # Welch: sd 0.5 a side, 3 seeds
-        assert t[regime].loc["+A", "verdict"] == "a gain"
+        assert se == pytest.approx(0.0, abs=1e-12)     # paired: +A moves with its seed's noise
+        assert t[regime].loc["+A", "verdict"] == "inconclusive"    # 3 seeds: p >= 0.25
+        assert t[regime].loc["+B", "diff"] == pytest.approx(-1.0)  # d = -1.5, -1, -0.5
     only_a = tables.regime_tables(runs, ["paper"], ["baseline", "+A"])["paper"]
     assert list(only_a.index) == ["baseline", "+A"]
 
 
-def test_shown_writes_the_difference_and_leaves_the_baseline_blank():
+def test_shown_writes_the_interval_and_leaves_the_baseline_blank():
     runs = tables.split_variants(ablation_runs())
-    shown = tables.shown(tables.regime_tables(runs, ["paper"], ["baseline", "+A"])["paper"])
-    assert list(shown.columns) == ["top-1 (%)", "Δ vs baseline", "verdict"]
-    assert shown.loc["baseline", "Δ vs baseline"] == ""
-    assert shown.loc["+A", "Δ vs baseline"] == "+2.0 ± 0.4"
+    shown = tables.shown(tables.regime_tables(runs, ["paper"], ["baseline", "+B"])["paper"])
+    assert list(shown.columns) == ["top-1 (%)", "Δ vs baseline [95 % CI]", "p (Holm)",
+                                   "verdict"]
+    assert shown.loc["baseline", "Δ vs baseline [95 % CI]"] == ""
+    half = 4.302652729749464 * 0.5 / math.sqrt(3)              # t_.975,2 x sd / sqrt n
+    assert shown.loc["+B", "Δ vs baseline [95 % CI]"] == \
+        f"-1.0 [{-1 - half:+.1f}, {-1 + half:+.1f}]"
+    assert shown.loc["+B", "p (Holm)"] == "0.250"              # all three d < 0: 2 / 8
 
 
-def test_within_compares_two_rows_of_one_regime():
+def test_within_compares_two_rows_of_one_regime_seed_by_seed():
     runs = tables.split_variants(ablation_runs())
     d, se = tables.within(runs, "from scratch", "+A", "+B")
-    assert d == pytest.approx(-3.0)
-    assert se == pytest.approx(math.sqrt(0.25 / 3 + 1.0 / 3))          # sd 0.5 and 1.0
+    assert d == pytest.approx(-3.0)                            # d = -3.5, -3, -2.5
+    assert se == pytest.approx(0.5 / math.sqrt(3))
+    v = tables.within_verdict(runs, "from scratch", "+A", "+B")
+    assert (v.n, v.word) == (3, "inconclusive") and v.p == pytest.approx(0.25)
 
 
-def test_compared_has_one_row_per_method_against_its_own_baseline():
+def test_the_closing_tables_read_each_method_against_its_own_baseline_and_control():
+    from fglib.book import closing
+
     rows = []
-    for method, gain, level in (("mcloss", 1.0, 70.0), ("cin", -3.0, 60.0)):   # own baselines
-        for kind in ("baseline", "method"):
-            for seed, noise in enumerate((-1.0, 1.0)):
-                rows.append({"method": method, "kind": kind, "seed": seed,
-                             "top1": level + (gain if kind == "method" else 0) + noise,
-                             "hard_top1": level - 20 + 3 * seed + 10 * (kind == "baseline"),
-                             "within_family_errors": 30.0 + 10 * seed + (method == "cin")
-                             + 20 * (kind == "baseline"),
-                             "seconds": 20.0 if kind == "method" else 10.0})
+    for m, ctl, gain, level in (("cin", "W = I", 1.0, 70.0), ("rra", "whole image", -2.0, 60.0)):
+        for s in range(6):
+            for kind, top in (("baseline", level + s), ("method", level + s + gain + 0.1 * s),
+                              (ctl, level + s + 0.5)):
+                rows.append({"cell": "paper", "method": m, "kind": kind, "seed": s, "top1": top,
+                             "hard_top1": top - 10, "within_family_errors": 90.0 + s})
     runs = pd.DataFrame(rows)
-    t = tables.compared(runs, {"mcloss": "MC-Loss", "cin": "CIN"})
-    assert list(t.index) == ["MC-Loss", "CIN"]
-    assert t.loc["CIN", "diff"] == pytest.approx(-3.0)
-    assert t.loc["CIN", "Δ vs baseline"] == f"-3.0 ± {math.sqrt(2 + 2) / math.sqrt(2):.1f}"
-    assert t.loc["MC-Loss", "top-1 (%)"] == "71.0 ± 1.4 (2)"
-    assert t.loc["CIN", "baseline"] == "60.0 ± 1.4"                # its own baseline, not MC-Loss's
-    assert t.loc["MC-Loss", "time / step"] == "2.00"
-    # the method's own runs only: hard families 51.5 (CIN 41.5), errors in family 35 (36)
-    assert t.loc["MC-Loss", "hard families"] == "51.5" and t.loc["CIN", "hard families"] == "41.5"
-    assert t.loc["MC-Loss", "errors in family (%)"] == "35"
-    assert t.loc["CIN", "errors in family (%)"] == "36"
-    assert t.loc["MC-Loss", "verdict"] == "no measurable effect"     # 1.0 <= 2 x 1.41
+    verdicts = closing.closing_family(runs)
+    fam = {k: v for k, v in verdicts.items()}
+    names = dict(closing.NAMES)
+    closing.NAMES.clear()
+    closing.NAMES.update({"cin": "CIN", "rra": "RRA"})
+    try:
+        t = closing.compared(runs, fam, "paper")
+        c = closing.controls_table(runs, fam)
+    finally:
+        closing.NAMES.clear()
+        closing.NAMES.update(names)
+    assert list(t.index) == ["CIN", "RRA"]
+    assert t.loc["RRA", "baseline"] == "62.5 ± 1.9"            # its own baseline, 60 + seed
+    assert t.loc["CIN", "Δ [95 % CI]"].startswith("+1.2 [")    # 1 + 0.1 x mean seed 2.5
+    assert t.loc["CIN", "hard families"] == pytest.approx(63.8)  # 73.75 - 10, rounded
+    assert t.loc["CIN", "errors in family (%)"] == 92 and t.loc["CIN", "seeds"] == 6
+    assert c.loc[("CIN", "W = I"), "what it takes out"] == "SCI's attention and CCI"
+    assert c.loc[("RRA", "whole image"), "Δ method - control [95 % CI]"].startswith("-2.2 [")
