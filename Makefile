@@ -3,6 +3,7 @@
 #   make test   run every test: fglib's unit tests and pytest --nbval over every chapter
 # for readers who want to re-train the book's numbers on their own machine:
 #   make reproduce CH=mcloss  re-train a chapter's runs (CH=all: the whole book) and compare with the store
+#                             (SHARD=i/n: share i of n only, for a job array; MERGE=1: compare the shares)
 # and, for authors:
 #   make chapter CH=intro     re-sync book/intro.md -> .ipynb and re-execute it (outputs refreshed)
 #   make record CH=mcloss     after an intended change: train the chapter's runs into the results store
@@ -53,7 +54,7 @@ record: $(STAMP)
 	$(BIN)/python -m fglib record $(CH)
 
 reproduce: $(STAMP)
-	$(BIN)/python -m fglib reproduce $(or $(CH),all)
+	$(BIN)/python -m fglib reproduce $(or $(CH),all) $(if $(SHARD),--shard $(SHARD)) $(if $(MERGE),--merge)
 
 status: $(STAMP)
 	$(BIN)/python -m fglib store status

@@ -36,7 +36,8 @@ from fglib.experiments.pretraining import pretraining_config
 from fglib.experiments.record import book_chapters, record
 from fglib.experiments.runner import cache_folder, stored_record, train_missing, train_run, why_not_stored
 from fglib.experiments.store import StoreError
-from fglib.experiments.verify import commit_id, extra_from_env, reproduce, sample, verify
+from fglib.experiments.verify import (commit_id, extra_from_env, parse_shard, reproduce, sample,
+                                      verify)
 from fglib.models.backbones import PretrainedWeightsError
 
 
@@ -99,7 +100,14 @@ def reproduce_command(args: argparse.Namespace) -> int:
         if not store.read_index(ch):
             print(f"{ch}: the chapter has no training runs")
             continue
-        table = reproduce(ch, progress=not args.quiet)
+        if args.shard and args.merge:
+            raise ValueError("--shard trains one share and --merge compares them all: give one")
+        shard = parse_shard(args.shard) if args.shard else None
+        table = reproduce(ch, progress=not args.quiet, shard=shard, merge=args.merge)
+        if table is None:
+            print(f"{ch}: share {shard[0]} of {shard[1]} re-trained; when every share is done, "
+                  f"`python -m fglib reproduce {ch} --merge` compares them with the store")
+            continue
         cpu = table.attrs["cpu"]
         print(f"\n{ch}: top-1 (%) stored vs reproduced on {cpu['cpu']} ({cpu['torch_capability']}, "
               f"oneDNN ISA {cpu['onednn_max_isa']}, kind {cpu['id']}); "
@@ -219,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", help="re-train a chapter's stored runs and compare (never writes the store)")
     rp.add_argument("chapter", help="a chapter name or 'all'")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
+    rp.add_argument("--shard", help="i/n: re-train share i of n of the runs only (a job array)")
+    rp.add_argument("--merge", action="store_true",
+                    help="train nothing: compare once every share's runs are there")
     rp.set_defaults(func=reproduce_command)
     st = sub.add_parser("store", help="inspect, verify or (after a refactor) migrate the results store")
     st.add_argument("action", choices=["status", "verify", "migrate"])

@@ -354,6 +354,32 @@ def test_reproduce_compares_per_variant_without_touching_the_store(tiny_store):
     assert before == {p: p.read_bytes() for p in store.store_dir().rglob("*") if p.is_file()}
 
 
+def test_shards_are_disjoint_complete_and_balanced():
+    keys = [f"k{j:02d}" for j in range(23)]
+    for n in (1, 2, 3, 5, 8, 23, 30):
+        shares = [verify.shard_keys(keys, (i, n)) for i in range(1, n + 1)]
+        flat = [k for s in shares for k in s]
+        assert sorted(flat) == sorted(keys) and len(flat) == len(set(flat))
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    assert verify.parse_shard("2/8") == (2, 8)
+    for bad in ("0/4", "5/4", "2", "a/b", "1/0"):
+        with pytest.raises(ValueError, match="--shard"):
+            verify.parse_shard(bad)
+
+
+def test_sharded_reproduce_merges_to_the_unsharded_report(tiny_store):
+    whole = verify.reproduce("demo", progress=False)
+    shutil.rmtree(verify.scratch_dir("reproduce"))
+    with pytest.raises(store.StoreError, match="not re-trained"):
+        verify.reproduce("demo", progress=False, merge=True)
+    assert verify.reproduce("demo", progress=False, shard=(1, 2)) is None
+    with pytest.raises(store.StoreError, match=r"run the missing shares"):
+        verify.reproduce("demo", progress=False, merge=True)
+    verify.reproduce("demo", progress=False, shard=(2, 2))
+    merged = verify.reproduce("demo", progress=False, merge=True)
+    pd.testing.assert_frame_equal(merged, whole)
+
+
 # -- the committed store ---------------------------------------------------------------------------------
 
 COMMITTED = store.indexed_chapters()

@@ -254,11 +254,45 @@ def verify(entries: list[Entry], progress: bool | None = False, keep: bool = Fal
 
 # -- make reproduce ------------------------------------------------------------------------------------
 
-def reproduce(chapter: str, progress: bool | None = True) -> pd.DataFrame:
-    """Re-train every run of a chapter into data/cache/reproduce/ and compare per variant."""
+def parse_shard(text: str) -> tuple[int, int]:
+    """"i/n" (1 <= i <= n) -> (i, n), else a ValueError that says the form."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes i/n, e.g. 2/8 (share 2 of 8), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"--shard {text}: i must be between 1 and n")
+    return i, n
+
+
+def shard_keys(keys: list[str], shard: tuple[int, int]) -> list[str]:
+    """Share i of n of a chapter's runs: every n-th run key in sorted order from the i-th, so
+    the n shares are disjoint, cover every key and differ in size by at most one run."""
+    i, n = shard
+    return [k for j, k in enumerate(sorted(keys)) if j % n == i - 1]
+
+
+def reproduce(chapter: str, progress: bool | None = True, shard: tuple[int, int] | None = None,
+              merge: bool = False) -> pd.DataFrame | None:
+    """Re-train every run of a chapter into data/cache/reproduce/ and compare per variant.
+
+    shard=(i, n): re-train share i of n only (`shard_keys`; for a cluster's job array sharing
+    the folder) and return None. merge=True: train nothing; compare once every share is there,
+    else a StoreError naming the missing runs' shares."""
     runs = store.read_index(chapter)
     keys = list(dict.fromkeys(r["key"] for r in runs))
-    fresh = retrain(keys, scratch_dir("reproduce"), progress=progress)
+    folder = scratch_dir("reproduce")
+    if shard is not None:
+        retrain(shard_keys(keys, shard), folder, progress=progress)
+        return None
+    if merge:
+        done = {p.parent.name.split("-")[0] for p in folder.glob("*/result.json")}
+        missing = [k for k in keys if k not in done]
+        if missing:
+            raise store.StoreError(f"{chapter}: {len(missing)} of {len(keys)} runs are not re-trained "
+                                   f"in {folder} yet (e.g. {missing[0]}); run the missing shares "
+                                   "(--shard i/n) first, or reproduce without --merge")
+    fresh = retrain(keys, folder, progress=progress)
     stored = {k: store.read_record(store.run_path(k), chapter) for k in keys}
     exact = all(same_kind(stored[k], fresh[k]["provenance"]["precision"]) for k in keys)
     rows = []
