@@ -12,6 +12,7 @@
 #                             figures draw in data/expected/figures/intro.json, then re-execute
 #   make mutation             mutation testing of fglib/models/ with mutmut (about 6 min on 2 cores; not in CI):
 #                             writes tests/mutation/survivors.md, the survivors sorted by why they survive
+#   make lab                  JupyterLab from .venv (adds --allow-root when run as root)
 #   make check-book           open every page of _build/html in headless Chromium (apt-get install chromium):
 #                             broken links/images, raw TeX, JavaScript errors, code wider than its column
 SHELL := /bin/bash
@@ -24,7 +25,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
            --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=1800
 
-.PHONY: book test venv chapter expected record reproduce status notebooks clean check-book venv-browser mutation
+.PHONY: book test venv chapter expected record reproduce status notebooks clean check-book venv-browser mutation lab
 
 venv: $(STAMP)
 
@@ -55,6 +56,11 @@ record: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/python -m fglib reproduce $(or $(CH),all) $(if $(SHARD),--shard $(SHARD)) $(if $(MERGE),--merge)
+
+# JupyterLab from the venv; as root (containers, cloud notebooks) it needs --allow-root.
+lab: $(STAMP)
+	@echo "JupyterLab: open the URL it prints below (with its token); chapters are in book/"
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 status: $(STAMP)
 	$(BIN)/python -m fglib store status
