@@ -316,9 +316,9 @@ def where_the_claim_holds(tables: Mapping[str, pd.DataFrame], runs: pd.DataFrame
         f"* **Accuracy.** In the ablation ({n} seeds per row): " + "; ".join(parts) + ". "
         + (f"All of these are inconclusive by construction: {_why_inconclusive(n)}. "
            if n <= 5 and set(words) == {"inconclusive"} else "")
-        + "The verdicts on OSME's and MAMC's claimed gains are the closing chapter's, on 20 "
-        "paired seeds, against the baseline, OSME alone and the GAP head (*Ours and the "
-        "paper's* above). The paper's own MAMC (raw $f$, $\\lambda = 0.5$) "
+        + "The verdict on OSME + MAMC's claimed gain is the closing chapter's, on 20 "
+        "paired seeds, against the baseline, with OSME alone and the GAP head as controls "
+        "(*Ours and the paper's* above). The paper's own MAMC (raw $f$, $\\lambda = 0.5$) "
         + ("does not train here at all. " if PAPER_FORM in failed_settings(search_table)
            else "trains here. ")
         + "\n* **Attention.** The two attentions peak on different parts on "
