@@ -33,6 +33,7 @@ from fglib.data.synth import SynthConfig, synthetic_benchmark
 from fglib.experiments import measured, store
 from fglib.experiments.migrate import migrate
 from fglib.experiments.pretraining import pretraining_config
+from fglib.experiments.recipes import recipe
 from fglib.experiments.record import book_chapters, record
 from fglib.experiments.runner import cache_folder, stored_record, train_missing, train_run, why_not_stored
 from fglib.experiments.store import StoreError
@@ -42,7 +43,13 @@ from fglib.models.backbones import PretrainedWeightsError
 
 
 def train_command(args: argparse.Namespace) -> int:
-    overrides = {"model.method": args.method, "data.name": args.dataset}
+    if args.recipe:                                 # a paper's recipe; --set and options on top
+        r = recipe(args.recipe)
+        base = r.config(args.dataset or "cub", args.root)
+        overrides = {}
+    else:
+        r, base = None, PROFILES[args.profile]()
+        overrides = {"model.method": args.method, "data.name": args.dataset or "synth"}
     for opt, key in [("seed", "train.seed"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
                      ("lr", "train.lr"), ("root", "data.root"), ("image_size", "data.image_size"),
                      ("device", "train.device")]:
@@ -51,7 +58,7 @@ def train_command(args: argparse.Namespace) -> int:
     for item in args.set:                           # true/false, JSON, or text (see parse_setting)
         key, value = parse_setting(item)
         overrides[key] = value
-    cfg = PROFILES[args.profile]().override(**overrides)
+    cfg = base.override(**overrides)
 
     fglib.setup(cfg.train.seed, plots=False)        # torch threads from FGLIB_THREADS
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -67,6 +74,8 @@ def train_command(args: argparse.Namespace) -> int:
         summary = {"key": result.key, "metrics": {k: v for k, v in result.metrics.items() if k != "per_class"},
                    "seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 1)}
         print(json.dumps(summary, indent=2))
+        if r is not None:
+            print(f"the paper's number: {r.where()}")
         if args.out:
             Path(args.out).write_text(json.dumps(asdict(result)))
         if args.save_weights:
@@ -193,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one configuration")
     t.add_argument("--method", default="baseline")
-    t.add_argument("--dataset", default="synth")
+    t.add_argument("--recipe", help="a paper's CUB recipe (fglib.experiments.recipes): "
+                                    "apinet, mamc, cin, rra or mcloss; --dataset cub by default")
+    t.add_argument("--dataset", default=None)
     t.add_argument("--profile", choices=["book", "paper"], default="book")
     t.add_argument("--root", help="dataset folder (real datasets)")
     t.add_argument("--seed", type=int)
