@@ -30,10 +30,13 @@ EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 venv: $(STAMP)
 
 # The virtual environment is (re)built when pyproject.toml changes.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml .jupyterlab/overrides.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e .
+	# JupyterLab's settings override: chapters' .md files open as notebooks (jupytext) on a double-click
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp .jupyterlab/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
 
 book: $(STAMP)

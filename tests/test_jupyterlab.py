@@ -178,3 +178,14 @@ def test_chapter_md_opens_as_the_paired_notebook(lab, md):
                           f"{md.stem}.ipynb (is jupytext's server extension jupyterlab_jupytext enabled?):\n"
                           + "\n".join(problems) + f"\nserver log (tail):\n{lab.log_tail()}")
 
+
+
+def test_chapters_open_as_notebooks_by_default(lab):
+    """`make venv` installs .jupyterlab/overrides.json as JupyterLab's settings override, so a
+    double-click on a chapter's .md opens jupytext's notebook view, not the text editor."""
+    status, plugin = lab.get("lab/api/settings/@jupyterlab/docmanager-extension:plugin")
+    assert status == 200, plugin
+    default = plugin["schema"]["properties"]["defaultViewers"]["default"]
+    assert default.get("markdown") == "Jupytext Notebook", (
+        f"defaultViewers is {default}: run `make venv` (it copies .jupyterlab/overrides.json "
+        "into .venv/share/jupyter/lab/settings/)")
