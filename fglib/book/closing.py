@@ -6,8 +6,6 @@ no chapter can disagree with the closing one.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from functools import lru_cache
 from typing import Mapping
 
@@ -16,9 +14,9 @@ import pandas as pd
 
 from fglib.core import verdict
 from fglib.core.verdict import Verdict, interval, reading, signed
-from fglib.engine.train import load_data
+from fglib.book.tables import hard_top1
 from fglib.experiments import regimes
-from fglib.experiments.runner import collect, results_of
+from fglib.experiments.runner import collect
 
 NAMES = {"mcloss": "MC-Loss", "apinet": "API-Net", "cin": "CIN", "mamc": "OSME + MAMC",
          "rra": "RRA"}
@@ -49,17 +47,7 @@ def split_runs(jobs: list[tuple[str, int, object]]) -> pd.DataFrame:
 def runs_with_hard_top1(jobs: list[tuple[str, int, object]]) -> pd.DataFrame:
     """split_runs(jobs) with top-1 on the classes of the hard families (hard_top1)."""
     runs = split_runs(jobs)
-    hard = {}
-    per_class = [np.asarray(r.metrics["per_class"]) for r in results_of(runs)]
-    cfgs = {v: c for v, _, c in jobs}
-    out = []
-    for (v, p) in zip(runs.variant, per_class):
-        cfg = cfgs[v]
-        dkey = json.dumps(asdict(cfg.data), sort_keys=True, default=str)
-        if dkey not in hard:
-            hard[dkey] = load_data(cfg)[1].hard.numpy()             # (classes,) bool
-        out.append(100 * p[hard[dkey]].mean())
-    runs["hard_top1"] = out
+    runs["hard_top1"] = hard_top1(runs, {v: c for v, _, c in jobs})
     return runs
 
 

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -76,10 +78,22 @@ def gather(regime: str, seeds: Iterable[int] = regimes.COMPARE_SEEDS,
     jobs = [(f"{m} | {k}", s, c) for m, k, s, c in runs]
     runs, _ = collect(jobs)
     runs = split_variants(runs, ("method", "kind"))
-    hard = load_data(jobs[0][2])[1].hard.numpy()                  # (classes,) bool
-    per_class = [np.asarray(r.metrics["per_class"]) for r in results_of(runs)]
-    runs["hard_top1"] = [100 * p[hard].mean() for p in per_class]
+    runs["hard_top1"] = hard_top1(runs, {v: c for v, _, c in jobs})
     return runs
+
+
+def hard_top1(runs: pd.DataFrame, config_of: Mapping[str, object]) -> list[float]:
+    """Per run, top-1 (%) on the classes of its benchmark's hard families, from its stored
+    per-class accuracies; `config_of`: variant -> a config of that variant (its benchmark)."""
+    hard = {}
+    out = []
+    for variant, r in zip(runs.variant, results_of(runs)):
+        data = config_of[variant].data
+        dkey = json.dumps(asdict(data), sort_keys=True, default=str)
+        if dkey not in hard:
+            hard[dkey] = load_data(config_of[variant])[1].hard.numpy()   # (classes,) bool
+        out.append(100 * np.asarray(r.metrics["per_class"])[hard[dkey]].mean())
+    return out
 
 
 def diff_se(table: pd.DataFrame, row: str) -> tuple[float, float]:

@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from fglib.core.stats import signed  # noqa: F401  (re-exported: chapters import it here)
+
 ALPHA = 0.05          # family-wise error rate of each family of verdicts
 MARGIN = 1.0          # top-1 points: "no effect" means equivalent within +-1 point
 POWER = 0.8
@@ -200,11 +202,6 @@ def aligned(a: Mapping[int, float], b: Mapping[int, float],
                          "runs, or select the common seeds)")
     seeds = sorted(a)
     return [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
-
-
-def signed(d: float, digits: int = 1) -> str:
-    """d with its sign at `digits` decimals, never "-0.0"."""
-    return f"{round(float(d), digits) + 0.0:+.{digits}f}"
 
 
 def interval(v: Verdict) -> str:
