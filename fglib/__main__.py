@@ -28,6 +28,7 @@ import fglib
 from fglib.core.config import PROFILES, RunConfig, parse_setting
 from fglib.data import download
 from fglib.data.cub import CorruptImageError
+from fglib.data.folder import folder_data, index_folder
 from fglib.data.download import ArchiveError, DownloadError, ManualDownloadError
 from fglib.data.synth import SynthConfig, synthetic_benchmark
 from fglib.experiments import measured, store
@@ -50,6 +51,16 @@ def train_command(args: argparse.Namespace) -> int:
     else:
         r, base = None, PROFILES[args.profile]()
         overrides = {"model.method": args.method, "data.name": args.dataset or "synth"}
+    if args.dataset == "folder":                    # your own images: checked before anything runs
+        if args.root is None:
+            raise ValueError("--dataset folder needs --root, the folder with one sub-folder of "
+                             "images per class")
+        index = index_folder(args.root, progress=not args.quiet)
+        if base.data.in_memory and args.profile == "book":
+            overrides.update(folder_data(args.root))
+        else:                                       # files: the folder's CUB-format index
+            overrides.update({"data.name": "cub", "data.root": str(index)})
+        args.root = None
     for opt, key in [("seed", "train.seed"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
                      ("lr", "train.lr"), ("root", "data.root"), ("image_size", "data.image_size"),
                      ("device", "train.device")]:
@@ -204,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default="baseline")
     t.add_argument("--recipe", help="a paper's CUB recipe (fglib.experiments.recipes): "
                                     "apinet, mamc, cin, rra or mcloss; --dataset cub by default")
-    t.add_argument("--dataset", default=None)
+    t.add_argument("--dataset", default=None,
+                   help="synth (the book's benchmark, default), cub, nabirds, cars, aircraft, dogs, "
+                        "flowers, or folder: your own images, one sub-folder per class, in --root")
     t.add_argument("--profile", choices=["book", "paper"], default="book")
     t.add_argument("--root", help="dataset folder (real datasets)")
     t.add_argument("--seed", type=int)

@@ -120,6 +120,7 @@ DATASETS: dict[str, DatasetInfo] = {
 # modules are part of the code fingerprint of the runs that use them (fglib.experiments.provenance).
 GENERATED: dict[str, str] = {
     "pretrain": "fglib.data.pretrainset:pretraining_set",
+    "folder": "fglib.data.folder:folder_dataset",     # your own images (ImageFolder layout)
 }
 
 
