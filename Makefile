@@ -15,6 +15,9 @@
 #   make lab                  JupyterLab from .venv (adds --allow-root when run as root)
 #   make check-book           open every page of _build/html in headless Chromium (apt-get install chromium):
 #                             broken links/images, raw TeX, JavaScript errors, code wider than its column
+#   make check-lab            every chapter in JupyterLab in headless Chromium, as a reader steps through it
+#                             (double-click the .md, Run All, Ctrl+S; minutes for the long chapters; not in CI):
+#                             errors, raw MyST, directives JupyterLab drops, a save that changes a file
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,7 +28,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 EXECUTE := $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
            --ExecutePreprocessor.record_timing=False --ExecutePreprocessor.timeout=1800
 
-.PHONY: book test venv chapter expected record reproduce status notebooks clean check-book venv-browser mutation lab
+.PHONY: book test venv chapter expected record reproduce status notebooks clean check-book venv-browser mutation lab check-lab
 
 venv: $(STAMP)
 
@@ -104,3 +107,9 @@ $(BROWSER_STAMP): $(STAMP)
 # raw TeX left after MathJax, JavaScript errors, and code blocks or outputs wider than their column.
 check-book: $(BROWSER_STAMP)
 	$(BIN)/python tests/browser/check_book.py _build/html
+
+# Every chapter (CHAPTERS: book/*.md but _toc) in JupyterLab, in a temporary copy of book/ (the repository
+# is not written): double-click, Run All (FGLIB_STORE_ONLY=1: nothing is trained), Ctrl+S; screenshots in
+# _build/lab-screenshots/. tests/test_lab_browser.py runs it on the introduction in CI.
+check-lab: $(BROWSER_STAMP)
+	$(BIN)/python tests/browser/check_lab.py $(CHAPTERS)

@@ -1,4 +1,5 @@
 """The book's structure: paired chapters in sync, executed notebooks, toc and citations."""
+import ast
 import re
 from pathlib import Path
 
@@ -105,7 +106,6 @@ def test_jupytext_pairs_md_and_ipynb():
 # -- what the rendered pages show ------------------------------------------------------------
 
 LINE_LIMIT = 88          # what fits the book's column in a code block (tests/browser checks it)
-INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)\n((?::[\w-]+:.*\n)*)```")
 
 
 def code_cell_lines(md: Path) -> list[tuple[int, str]]:
@@ -121,37 +121,48 @@ def code_cell_lines(md: Path) -> list[tuple[int, str]]:
     return out
 
 
-def includes(md: Path) -> list[tuple[Path, dict[str, str]]]:
-    """The literalinclude directives of a chapter: (file, options)."""
-    found = []
-    for m in INCLUDE.finditer(md.read_text()):
-        opts = dict(re.findall(r":([\w-]+):\s*(.*)", m.group(2)))
-        found.append(((md.parent / m.group(1)).resolve(), opts))
-    return found
-
-
-def shown_source(path: Path, opts: dict[str, str]) -> list[str]:
-    """The lines a literalinclude shows, read by Sphinx's own reader (without dedenting, so
-    the width checked is the file's); [] when the object is not in the file."""
-    from sphinx.config import Config
-    from sphinx.directives.code import LiteralIncludeReader
-
-    keep = {k: v for k, v in opts.items() if k in ("pyobject", "start-at", "end-at",
-                                                    "start-after", "end-before", "lines")}
-    try:
-        text, _ = LiteralIncludeReader(str(path), keep, Config()).read()
-    except ValueError:                                  # "Object named ... not found"
-        return []
-    return text.splitlines()
-
-
-def pyobject_source(path: Path, dotted: str) -> list[str]:
-    """The source lines of a top-level function/class or Class.method, as Sphinx finds it."""
-    return shown_source(path, {"pyobject": dotted})
-
-
 def long_lines(lines: list[str], limit: int = LINE_LIMIT) -> list[str]:
     return [f"{len(line)} chars: {line.strip()[:60]}" for line in lines if len(line) > limit]
+
+
+# A listing cell shows fglib's code under an equation (fglib.book.listing.show): the book hides
+# its input and renders the listing, JupyterLab shows both. It holds imports from fglib, then one
+# show(...) call, the cell's last expression and so its output.
+
+def is_listing(cell) -> bool:
+    if cell.cell_type != "code" or "remove-input" not in cell.metadata.get("tags", []):
+        return False
+    try:
+        *imports, last = ast.parse(cell.source).body
+    except (SyntaxError, ValueError):                   # ValueError: an empty cell
+        return False
+    shows = (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
+             and isinstance(last.value.func, ast.Name) and last.value.func.id == "show")
+    modules = [a.name for s in imports if isinstance(s, ast.Import) for a in s.names]
+    modules += [s.module or "" for s in imports if isinstance(s, ast.ImportFrom)]
+    return (shows and all(isinstance(s, (ast.Import, ast.ImportFrom)) for s in imports)
+            and all(m == "fglib" or m.startswith("fglib.") for m in modules))
+
+
+def listing_cells(text: str) -> list:
+    """The listing cells of a chapter's (or a section's) MyST text."""
+    return [c for c in jupytext.reads(text, fmt="md:myst").cells if is_listing(c)]
+
+
+def run_listing(source: str) -> str:
+    """What a listing cell displays: its show(...) call's Markdown text, run on its own."""
+    *imports, last = ast.parse(source).body
+    scope: dict = {}
+    exec(compile(ast.Module(imports, []), "<listing cell>", "exec"), scope)
+    return eval(compile(ast.Expression(last.value), "<listing cell>", "eval"), scope).data
+
+
+LISTING = re.compile(r"^`([^`]+)`, lines? [\d–]+\n\n(`{3,})python\n(.*?)\n\2$", re.M | re.S)
+
+
+def listed_files_and_code(text: str) -> list[tuple[str, list[str]]]:
+    """(file named by the caption, code lines) of each listing in show()'s Markdown."""
+    return [(m.group(1), m.group(3).split("\n")) for m in LISTING.finditer(text)]
 
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
@@ -165,9 +176,10 @@ CELL_LIMIT = 20          # code cells per chapter: a chapter a reader can step t
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
 def test_no_chapter_has_more_than_twenty_code_cells(md):
-    cells = sum(line.startswith("```{code-cell}") for line in md.read_text().split("\n"))
-    assert cells <= CELL_LIMIT, (f"{md.name} has {cells} code cells, over {CELL_LIMIT}: merge cells "
-                                 "or move code into fglib")
+    """Listing cells do not count: the book hides their input, a reader reads them as code."""
+    cells = sum(c.cell_type == "code" and not is_listing(c) for c in jupytext.read(md).cells)
+    assert cells <= CELL_LIMIT, (f"{md.name} has {cells} code cells (listing cells aside), over "
+                                 f"{CELL_LIMIT}: merge cells or move code into fglib")
 
 
 # Issue 29: one verdict function (fglib.core.verdict) for the whole book. A chapter that wrote its
@@ -221,14 +233,37 @@ def test_code_in_solutions_fits_the_narrower_column(md):
 
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
-def test_shown_library_code_exists_and_fits_the_column(md):
-    for path, opts in includes(md):
-        assert path.is_file(), f"{md.name} includes {path}, which does not exist"
-        if "pyobject" in opts:
-            lines = shown_source(path, opts)
-            assert lines, f"{md.name}: {path.name} has no {opts['pyobject']} (renamed?)"
-            assert not long_lines(lines), (f"{md.name} shows {path.name}:{opts['pyobject']} with "
-                                           f"lines over {LINE_LIMIT}: {long_lines(lines)}")
+def test_no_chapter_uses_literalinclude(md):
+    """The directive renders in the book only: JupyterLab shows it as a raw block, without the code."""
+    assert "{literalinclude}" not in md.read_text(), (
+        f"{md.name} has a literalinclude: show the code with a listing cell (fglib.book.listing)")
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_listings_show_fglib_code_that_fits_the_column(md):
+    """Every listing cell runs on its own (the objects exist, the markers are found), shows code
+    of fglib's files within the column, and the notebook holds that listing, not an older one."""
+    ipynb = md.with_suffix(".ipynb")                 # (a missing one: test_chapter_pair_is_in_sync)
+    cells = nbformat.read(ipynb, as_version=4).cells if ipynb.exists() else []
+    outputs = {c.source.strip(): "".join(o.get("data", {}).get("text/markdown", "")
+                                         for o in c.get("outputs", []))
+               for c in cells if c.cell_type == "code"}
+    for cell in listing_cells(md.read_text()):
+        try:
+            text = run_listing(cell.source)
+        except Exception as e:                      # a renamed object, a marker that moved
+            pytest.fail(f"{md.name}: the listing cell {cell.source.splitlines()[-1]!r} "
+                        f"fails: {type(e).__name__}: {e}")
+        shown = listed_files_and_code(text)
+        assert shown, f"{md.name}: {cell.source!r} displays no listing"
+        for path, code in shown:
+            assert path.startswith("fglib/") and (ROOT / path).is_file(), (
+                f"{md.name} lists {path}, not a file of fglib")
+            assert not long_lines(code), (f"{md.name} lists {path} with lines over "
+                                          f"{LINE_LIMIT}: {long_lines(code)}")
+        assert outputs.get(cell.source.strip()) == text, (
+            f"{md.name}: the notebook's listing of {cell.source.splitlines()[-1]!r} is not the "
+            f"code as it is now: `make chapter CH={md.stem}`")
 
 
 def sections(md: Path) -> list[tuple[str, str]]:
@@ -248,24 +283,53 @@ def sections(md: Path) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
 def test_every_section_with_equations_shows_the_code_of_them(md):
-    """A section with a display equation shows fglib code (literalinclude), or says in a MyST
+    """A section with a display equation shows fglib code (a listing cell), or says in a MyST
     comment line starting with "% no code:" why none implements it (a derivation, say)."""
     missing = [title for title, text in sections(md)
-               if re.search(r"^\$\$", text, re.M) and "{literalinclude}" not in text
+               if re.search(r"^\$\$", text, re.M) and not listing_cells(text)
                and not re.search(r"^% no code: \S", text, re.M)]
     assert not missing, f"{md.name}: sections with equations but no code shown: {missing}"
 
 
-def test_the_checks_catch_a_long_line_and_a_section_without_code(tmp_path):
+LISTING_CELL = "```{{code-cell}} ipython3\n:tags: [remove-input]\n\n{}\n```\n\n"
+
+
+def test_the_checks_catch_a_long_line_a_section_without_code_and_a_bad_listing(tmp_path):
     md = tmp_path / "x.md"
+    show_word = "import fglib.core.verdict\nfrom fglib.book.listing import show\n\n" \
+                "show(fglib.core.verdict.word)"
     md.write_text("# T\n\n## Eq\n\n$$\na = b\n$$\n\n```{code-cell} ipython3\n"
-                  + "x = 1  # " + "y" * 100 + "\n```\n\n## Shown\n\n"
-                  + "```{literalinclude} ../f.py\n:pyobject: f\n```\n\n"
-                  + "```{code-cell} ipython3\n# not a heading\n```\n\n## Eq2\n\n$$\nc\n$$\n")
+                  + "x = 1  # " + "y" * 100 + "\n```\n\n## Shown\n\n$$\nc\n$$\n\n"
+                  + LISTING_CELL.format(show_word)
+                  + "```{code-cell} ipython3\n# not a heading\n```\n\n## Eq2\n\n$$\nc\n$$\n\n"
+                  + "```{code-cell} ipython3\nfrom fglib.book.listing import show\n\n"
+                  + "show(fglib.core.verdict.word)\n```\n\n"            # not tagged: not a listing
+                  + LISTING_CELL.format(show_word + "\nx = 1")               # show() is not last
+                  + LISTING_CELL.format("import os\nshow(os.getcwd)"))   # not fglib's code
     assert [n for n, t in code_cell_lines(md) if len(t) > LINE_LIMIT] == [10]
     assert [t for t, _ in sections(md)] == ["(top)", "T", "Eq", "Shown", "Eq2"]
-    assert [t for t, text in sections(md) if "$$" in text] == ["Eq", "Eq2"]
+    assert [t for t, text in sections(md) if "$$" in text] == ["Eq", "Shown", "Eq2"]
     with pytest.raises(AssertionError, match=r"no code shown: \['Eq', 'Eq2'\]"):
         test_every_section_with_equations_shows_the_code_of_them(md)
-    assert pyobject_source(ROOT / "fglib" / "core" / "stats.py", "signed")[0].startswith("def signed")
-    assert pyobject_source(ROOT / "fglib" / "core" / "stats.py", "nothing_here") == []
+    assert run_listing(show_word).startswith("`fglib/core/verdict.py`, lines ")
+
+    (tmp_path / "x.ipynb").write_text(nbformat.writes(jupytext.read(md)))     # no outputs
+    with pytest.raises(AssertionError, match="is not the code as it is now"):
+        test_listings_show_fglib_code_that_fits_the_column(md)
+    md.write_text(LISTING_CELL.format(show_word.replace("word", "wordy")))   # renamed object
+    with pytest.raises(pytest.fail.Exception, match="AttributeError.*wordy"):
+        test_listings_show_fglib_code_that_fits_the_column(md)
+    md.write_text(LISTING_CELL.format(show_word.replace(")", ', end_at="no such line")')))
+    with pytest.raises(pytest.fail.Exception, match="no line contains 'no such line'"):
+        test_listings_show_fglib_code_that_fits_the_column(md)
+    assert long_lines(listed_files_and_code(f"`fglib/x.py`, line 3\n\n```python\n{'y' * 89}\n```")
+                      [0][1]) == [f"89 chars: {'y' * 60}"]
+
+    md.write_text("# T\n\n```{literalinclude} ../fglib/core/verdict.py\n:pyobject: word\n```\n")
+    with pytest.raises(AssertionError, match="has a literalinclude"):
+        test_no_chapter_uses_literalinclude(md)
+    md.write_text("".join(LISTING_CELL.format(show_word) for _ in range(CELL_LIMIT + 1)))
+    test_no_chapter_has_more_than_twenty_code_cells(md)                     # listings do not count
+    md.write_text("".join("```{code-cell} ipython3\nx = 1\n```\n\n" for _ in range(CELL_LIMIT + 1)))
+    with pytest.raises(AssertionError, match="21 code cells"):
+        test_no_chapter_has_more_than_twenty_code_cells(md)

@@ -35,6 +35,8 @@ from PIL import Image
 
 from fglib.core import paths
 from fglib.core.runtime import progress_bar
+from fglib.data.cub import CUBDataset
+from fglib.data.synth import SynthConfig, config_hash, synthetic_benchmark
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
             ".pgm")
@@ -207,9 +209,6 @@ def class_counts(index: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
 def demo_folder(**changes: Any) -> Path:
     """The book's demonstration folder (made once into the cache): DEMO's birds, one PNG
     file per image in one sub-folder per class, the layout a reader's photos have."""
-    from fglib.data.cub import CUBDataset
-    from fglib.data.synth import SynthConfig, synthetic_benchmark
-
     folder = _demo_path(**changes)
     if folder.is_dir():
         return folder
@@ -233,8 +232,6 @@ def demo_folder(**changes: Any) -> Path:
 
 def _demo_path(**changes: Any) -> Path:
     """Where demo_folder(**changes) is (or will be), without making it."""
-    from fglib.data.synth import SynthConfig, config_hash
-
     digest = config_hash(SynthConfig(**{**DEMO, **changes}))[:12]
     return paths.cache_dir() / "folders" / f"demo-{digest}"
 
