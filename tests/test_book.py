@@ -1,5 +1,6 @@
 """The book's structure: paired chapters in sync, executed notebooks, toc and citations."""
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -333,3 +334,14 @@ def test_the_checks_catch_a_long_line_a_section_without_code_and_a_bad_listing(t
     md.write_text("".join("```{code-cell} ipython3\nx = 1\n```\n\n" for _ in range(CELL_LIMIT + 1)))
     with pytest.raises(AssertionError, match="21 code cells"):
         test_no_chapter_has_more_than_twenty_code_cells(md)
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_no_notebook_cell_carries_metadata_jupyterlab_drops_on_save(md):
+    """JupyterLab drops a cell's "execution" timings when it saves, so a notebook that holds
+    them changes on a reader's Save (record_timing=False keeps nbconvert from adding them,
+    but does not remove old ones)."""
+    nb = json.loads(md.with_suffix(".ipynb").read_text())
+    timed = [i for i, c in enumerate(nb["cells"]) if "execution" in c.get("metadata", {})]
+    assert not timed, (f"{md.with_suffix('.ipynb').name}: cells {timed} carry execution "
+                       "timings; remove them (jupytext.read, pop metadata['execution'], write)")
