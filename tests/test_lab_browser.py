@@ -167,7 +167,7 @@ def _one(problems: list[str], pattern: str) -> str:
 def test_the_introduction_runs_clean_in_jupyterlab(report):
     """Double-click book/intro.md, Run All, Ctrl+S: no error, no raw MyST, and nothing changes on disk."""
     out = report["out"]
-    assert CHAPTER not in report["sections"], out
+    assert not report["sections"].get(CHAPTER), out      # a section of notes only is fine
     assert re.search(rf"^ok +{re.escape(CHAPTER)} .*\d+ citations shown as their keys", out, re.M), out
     assert (report["shots"] / "intro.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
