@@ -28,7 +28,7 @@ import fglib
 from fglib.core.config import PROFILES, RunConfig, parse_setting
 from fglib.data import download
 from fglib.data.cub import CorruptImageError
-from fglib.data.folder import folder_data, index_folder
+from fglib.data.folder import folder_data, folder_dataset, index_folder
 from fglib.data.download import ArchiveError, DownloadError, ManualDownloadError
 from fglib.data.synth import SynthConfig, synthetic_benchmark
 from fglib.experiments import measured, store
@@ -46,20 +46,22 @@ from fglib.models.backbones import PretrainedWeightsError
 def train_command(args: argparse.Namespace) -> int:
     if args.recipe:                                 # a paper's recipe; --set and options on top
         r = recipe(args.recipe)
-        base = r.config(args.dataset or "cub", args.root)
+        base = r.config("cub" if args.dataset in (None, "folder") else args.dataset, args.root)
         overrides = {}
+        if args.method not in (None, "baseline", r.settings["model.method"]):
+            raise ValueError(f"the {r.name} recipe trains {r.settings['model.method']}; "
+                             "--method baseline trains its baseline on the same settings")
+        if args.method == "baseline":               # the recipe's baseline: same batches, no terms
+            overrides.update({"model.method": "baseline", "model.options": {}})
     else:
         r, base = None, PROFILES[args.profile]()
-        overrides = {"model.method": args.method, "data.name": args.dataset or "synth"}
+        overrides = {"model.method": args.method or "baseline", "data.name": args.dataset or "synth"}
     if args.dataset == "folder":                    # your own images: checked before anything runs
         if args.root is None:
             raise ValueError("--dataset folder needs --root, the folder with one sub-folder of "
                              "images per class")
-        index = index_folder(args.root, progress=not args.quiet)
-        if base.data.in_memory and args.profile == "book":
-            overrides.update(folder_data(args.root))
-        else:                                       # files: the folder's CUB-format index
-            overrides.update({"data.name": "cub", "data.root": str(index)})
+        index_folder(args.root, progress=not args.quiet)
+        overrides.update(folder_data(args.root))
         args.root = None
     for opt, key in [("seed", "train.seed"), ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
                      ("lr", "train.lr"), ("root", "data.root"), ("image_size", "data.image_size"),
@@ -70,6 +72,9 @@ def train_command(args: argparse.Namespace) -> int:
         key, value = parse_setting(item)
         overrides[key] = value
     cfg = base.override(**overrides)
+    if cfg.data.name == "folder" and not cfg.data.in_memory:    # files: the folder's CUB index
+        index = folder_dataset(cfg.data.image_size, cfg.data.synth)
+        cfg = cfg.override(**{"data.name": "cub", "data.root": str(index), "data.synth": {}})
 
     fglib.setup(cfg.train.seed, plots=False)        # torch threads from FGLIB_THREADS
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -85,7 +90,7 @@ def train_command(args: argparse.Namespace) -> int:
         summary = {"key": result.key, "metrics": {k: v for k, v in result.metrics.items() if k != "per_class"},
                    "seconds": round(result.seconds, 2), "images_per_second": round(result.images_per_second, 1)}
         print(json.dumps(summary, indent=2))
-        if r is not None:
+        if r is not None and cfg.data.name == "cub":
             print(f"the paper's number: {r.where()}")
         if args.out:
             Path(args.out).write_text(json.dumps(asdict(result)))
@@ -212,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one configuration")
-    t.add_argument("--method", default="baseline")
+    t.add_argument("--method", default=None,
+                   help="a method of fglib.models.MODELS (default baseline); with --recipe, "
+                        "baseline trains the recipe's baseline")
     t.add_argument("--recipe", help="a paper's CUB recipe (fglib.experiments.recipes): "
                                     "apinet, mamc, cin, rra or mcloss; --dataset cub by default")
     t.add_argument("--dataset", default=None,

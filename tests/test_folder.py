@@ -10,7 +10,8 @@ from fglib.__main__ import main
 from fglib.core.config import book_profile
 from fglib.data.cub import CUBDataset
 from fglib.data.folder import (FolderError, check_images, class_counts, folder_data,
-                               folder_dataset, index_folder, scan, split_class)
+                               folder_dataset, folder_digest, index_folder, scan,
+                               split_class)
 from fglib.engine.train import load_data
 from fglib.experiments.folders import folder_config, folder_jobs
 
@@ -140,19 +141,50 @@ def test_a_folder_run_trains_on_the_folders_images(tmp_path):
     train, test = load_data(cfg)
     assert (train.num_classes, len(train), len(test)) == (3, 9, 3)
     assert train.images.shape[1:] == (3, 16, 16)
-    assert cfg.data.synth == {"root": str(root)}
+    assert cfg.data.synth == {"root": str(root.resolve()), "digest": folder_digest(root)}
+
+
+def test_a_changed_folder_names_new_runs_and_refuses_old_ones(tmp_path):
+    """A run's key holds the digest of the images: adding, removing or editing a file
+    gives other runs, and a config made before the change is refused, not trained on
+    other images under its old name."""
+    root = make_folder(tmp_path / "birds", {"a": 4, "b": 4}, size=16)
+    before = book_profile(**folder_data(root), **{"data.image_size": 16})
+    make_folder(root, {"c": 2}, size=16)                       # a class added
+    after = book_profile(**folder_data(root), **{"data.image_size": 16})
+    assert before.key() != after.key()
+    with pytest.raises(FolderError, match="changed since this run was configured"):
+        load_data(before)
+    assert load_data(after)[0].num_classes == 3
+    assert folder_data(tmp_path / "birds") == folder_data(f"{tmp_path}/./birds")   # one path
+
+
+def test_a_split_layout_under_other_names_is_explained(tmp_path):
+    root = tmp_path / "birds"
+    make_folder(root / "train", {"a": 2, "b": 2})
+    make_folder(root / "val", {"a": 1, "b": 1})
+    with pytest.raises(FolderError, match=r"\['train', 'val'\]: .* name the two sub-folders "
+                                          r"train/ and test/"):
+        scan(root)
+
+
+def test_an_emptied_index_is_made_again(tmp_path, cache):
+    root = make_folder(tmp_path / "birds", {"a": 2, "b": 2})
+    index = index_folder(root, progress=False)
+    (index / "index.json").unlink()
+    assert index_folder(root, progress=False) == index and (index / "index.json").is_file()
 
 
 def test_the_demo_folder_has_one_key_on_every_machine(tmp_path, monkeypatch):
     a = folder_data()
     monkeypatch.setenv("FGLIB_DATA_CACHE", str(tmp_path / "elsewhere"))
     assert folder_data() == a == {"data.name": "folder", "data.synth": {"demo": True}}
-    with pytest.raises(FolderError, match=r"\{'root': <folder>\} or \{'demo': true\}"):
+    with pytest.raises(FolderError, match=r"\{'root': <folder>, 'digest': ...\} or \{'demo': true\}"):
         folder_dataset(16, {"root": "x", "demo": True})
 
 
 def test_folder_jobs_pair_the_method_with_its_baseline(tmp_path):
-    root = make_folder(tmp_path / "birds", {c: 4 for c in "abcde"}, size=8)
+    root = make_folder(tmp_path / "birds", {c: 6 for c in "abcde"}, size=8)   # 4 train
     data = folder_data(root)
     jobs = folder_jobs(data, "cin", [0, 1])
     assert [(n, s) for n, s, _ in jobs] == [("baseline", 0), ("baseline", 1), ("cin", 0),
@@ -200,3 +232,35 @@ def test_a_folder_runs_fingerprint_covers_the_folder_code(tmp_path):
     root = make_folder(tmp_path / "birds", {"a": 2, "b": 2})
     assert "fglib.data.folder" in run_modules(book_profile(**folder_data(root)))
     assert "fglib.data.folder" not in run_modules(book_profile())
+
+
+def test_folder_config_refuses_folders_a_method_cannot_train_on(tmp_path):
+    small = folder_data(make_folder(tmp_path / "small", {"a": 5, "b": 3, "c": 5}))
+    with pytest.raises(ValueError, match=r"cin needs 4 training images of a class in a "
+                                         r"batch; 1 class\(es\) have fewer, e.g. \['b'\]"):
+        folder_config(small, "cin", 0)
+    assert folder_config(small, "mamc", 0).train.images_per_class == 2      # 2 will do
+    assert folder_config(small, "mcloss", 0).train.batch_size == 10         # all 4 + 2 + 4
+    many = folder_data(make_folder(tmp_path / "many", {f"c{i:03d}": 2 for i in range(129)},
+                                   size=4))
+    with pytest.raises(ValueError, match="128 channels; the folder has 129 classes"):
+        folder_config(many, "mcloss", 0)
+
+
+def test_the_command_line_reads_a_folder_from_files_too(tmp_path, capsys):
+    """data.in_memory=false (set after the folder is named) reads the folder's CUB index
+    through the DataLoader, as a recipe does."""
+    root = make_folder(tmp_path / "birds", {"a": 4, "b": 4}, size=16)
+    code = main(["train", "--dataset", "folder", "--root", str(root), "--quiet", "--epochs", "1",
+                 "--image-size", "16", "--batch-size", "3", "--set", "data.in_memory=false",
+                 "--set", "data.workers=0", "--set", "model.widths=[4,8]",
+                 "--set", "model.blocks=[1,1]"])
+    assert code == 0, capsys.readouterr().err
+    assert '"top1"' in capsys.readouterr().out
+
+
+def test_a_recipe_trains_its_baseline_or_its_method_only(tmp_path, capsys):
+    root = make_folder(tmp_path / "birds", {"a": 3, "b": 3})
+    code = main(["train", "--recipe", "cin", "--method", "apinet", "--dataset", "folder",
+                 "--root", str(root), "--quiet"])
+    assert code == 2 and "the cin recipe trains cin; --method baseline" in capsys.readouterr().err

@@ -102,6 +102,11 @@ def scan(root: str | os.PathLike[str], test_fraction: float = TEST_FRACTION
                               "on)")
         classes = {c: list(zip(files, split_class(len(files), test_fraction)))
                    for c, files in found.items()}
+    splits = [c for c in classes if c.lower() in ("train", "test", "val", "valid")]
+    if splits and not own_split:
+        raise FolderError(f"{root} holds {splits}: for a split of your own, name the "
+                          "two sub-folders train/ and test/ (lower case), each with "
+                          "one sub-folder of images per class")
     where = f"{root}/train and {root}/test" if own_split else str(root)
     if len(classes) < 2:
         raise FolderError(f"{where} holds {len(classes)} class folder(s) "
@@ -132,7 +137,8 @@ def check_images(files: list[Path], progress: bool | None = None
                 with Image.open(f) as im:
                     im.load()
                     sizes.append(im.size)
-            except (OSError, SyntaxError, ValueError, EOFError) as e:
+            except (OSError, SyntaxError, ValueError, EOFError,
+                    Image.DecompressionBombError) as e:
                 bad.append(f"{f} ({type(e).__name__}: {e})")
             bar.update(1)
     if bad:
@@ -142,14 +148,22 @@ def check_images(files: list[Path], progress: bool | None = None
     return sizes
 
 
-def _fingerprint(root: Path, test_fraction: float) -> str:
-    """What the index depends on: the folder's place and its files' names, sizes and
-    times."""
-    h = hashlib.sha1(f"{FORMAT_VERSION}|{root}|{test_fraction!r}".encode())
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+def _fingerprint(root: Path, items: list[tuple[str, Path, bool]]) -> str:
+    """What the images of a folder are: its place, and every scanned file's class, name,
+    split, size and time (a file added, removed, moved or edited changes it)."""
+    h = hashlib.sha1(f"{FORMAT_VERSION}|{root}".encode())
+    for c, f, t in items:
         st = f.stat()
-        h.update(f"|{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        rel = f.relative_to(root)
+        h.update(f"|{c}|{rel}|{t}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:12]
+
+
+def folder_digest(root: str | os.PathLike[str], test_fraction: float = TEST_FRACTION
+                  ) -> str:
+    """The fingerprint of the images `root` holds now (the folder checked by scan)."""
+    root = Path(root).expanduser().resolve()
+    return _fingerprint(root, scan(root, test_fraction))
 
 
 def index_folder(root: str | os.PathLike[str], test_fraction: float = TEST_FRACTION,
@@ -160,10 +174,11 @@ def index_folder(root: str | os.PathLike[str], test_fraction: float = TEST_FRACT
     root = Path(root).expanduser().resolve()
     items = scan(root, test_fraction)
     slug = re.sub(r"[^A-Za-z0-9_-]+", "_", root.name)[:40] or "folder"
-    digest = _fingerprint(root, test_fraction)
-    index = paths.cache_dir() / "folders" / f"{slug}-{digest}"
+    index = paths.cache_dir() / "folders" / f"{slug}-{_fingerprint(root, items)}"
     if (index / "index.json").is_file():
         return index
+    if index.exists():                         # an index someone emptied: made again
+        shutil.rmtree(index)
     sizes = check_images([f for _, f, _ in items], progress)
     names = sorted({c for c, _, _ in items})
     cid = {c: i for i, c in enumerate(names, 1)}
@@ -238,14 +253,18 @@ def _demo_path(**changes: Any) -> Path:
 
 def folder_data(root: str | os.PathLike[str] | None = None,
                 test_fraction: float = TEST_FRACTION) -> dict[str, Any]:
-    """The data settings (dotted config fields) of a run on the ImageFolder `root`.
-    None, or the path demo_folder() returns, names the book's demonstration folder,
-    recorded as {"demo": true} so that its runs have the same key on every machine."""
+    """The data settings (dotted config fields) of a run on the ImageFolder `root`: its
+    absolute path and the digest of the images it holds now, so that a run is trained
+    again when a file is added, removed or edited. None, or the path demo_folder()
+    returns, names the book's demonstration folder, recorded as {"demo": true} (made by
+    the code, which the runs' fingerprint covers), so that its runs have the same key on
+    every machine."""
     demo = root is None or Path(root).expanduser().resolve() == _demo_path().resolve()
     if demo:
         where: dict[str, Any] = {"demo": True}
     else:
-        where = {"root": str(root)}
+        path = Path(root).expanduser().resolve()
+        where = {"root": str(path), "digest": folder_digest(path, test_fraction)}
     if test_fraction != TEST_FRACTION:
         where["test_fraction"] = test_fraction
     return {"data.name": "folder", "data.synth": where}
@@ -253,12 +272,20 @@ def folder_data(root: str | os.PathLike[str] | None = None,
 
 def folder_dataset(image_size: int, overrides: dict[str, Any]) -> Path:
     """fglib.data.registry.GENERATED's entry "folder": the CUB-format index of the
-    folder that data.synth names ({"root": path} or {"demo": true}; optionally
-    "test_fraction")."""
-    unknown = set(overrides) - {"root", "demo", "test_fraction"}
+    folder that data.synth names ({"root": path, "digest": ...} or {"demo": true};
+    optionally "test_fraction"), refused when the folder's images changed since."""
+    unknown = set(overrides) - {"root", "digest", "demo", "test_fraction"}
     if unknown or ("root" in overrides) == bool(overrides.get("demo")):
-        raise FolderError(f"data.synth of a 'folder' run is {{'root': <folder>}} or "
-                          f"{{'demo': true}} (and optionally 'test_fraction'), got "
-                          f"{overrides}; fglib.data.folder.folder_data(root) writes it")
-    root = demo_folder() if overrides.get("demo") else overrides["root"]
-    return index_folder(root, overrides.get("test_fraction", TEST_FRACTION))
+        raise FolderError(f"data.synth of a 'folder' run is {{'root': <folder>, "
+                          f"'digest': ...}} or {{'demo': true}} (and optionally "
+                          f"'test_fraction'), got {overrides}; "
+                          "fglib.data.folder.folder_data(root) writes it")
+    fraction = overrides.get("test_fraction", TEST_FRACTION)
+    if overrides.get("demo"):
+        return index_folder(demo_folder(), fraction)
+    root = overrides["root"]
+    if "digest" in overrides and folder_digest(root, fraction) != overrides["digest"]:
+        raise FolderError(f"the images in {root} changed since this run was configured "
+                          "(a file added, removed, moved or edited): call "
+                          "folder_data(root) again, which names new runs")
+    return index_folder(root, fraction)

@@ -12,13 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from fglib.core.config import RunConfig, book_profile
-from fglib.engine.train import ConfigError
 from fglib.data.folder import class_counts, folder_dataset
+from fglib.engine.train import ConfigError
 from fglib.experiments import regimes
 
-def num_classes(data: dict[str, Any]) -> int:
-    """The number of classes of the folder that `data` (folder_data's result) names."""
-    return len(class_counts(folder_dataset(0, data["data.synth"])))
+
+def train_counts(data: dict[str, Any]) -> dict[str, int]:
+    """Class name -> training images of the folder that `data` (folder_data's) names."""
+    counts = class_counts(folder_dataset(0, data["data.synth"]))
+    return {c: n_train for c, (n_train, _) in counts.items()}
 
 
 def folder_config(data: dict[str, Any], method: str, seed: int,
@@ -28,7 +30,8 @@ def folder_config(data: dict[str, Any], method: str, seed: int,
     if method not in regimes.COMPARED:
         raise ConfigError(f"unknown method {method!r}: use one of "
                           f"{sorted(regimes.COMPARED)}")
-    k = num_classes(data)
+    counts = train_counts(data)
+    k = len(counts)
     s: dict[str, Any] = {**data, "train.seed": seed, **regimes.LARGE,
                          **regimes.finetune_settings()}
     if method in regimes.PAIRED:                       # pairs: class-balanced batches
@@ -37,6 +40,19 @@ def folder_config(data: dict[str, Any], method: str, seed: int,
         s.update(regimes.MAMC_BATCHES)
     if "train.classes_per_batch" in s:                 # at most the folder's classes
         s["train.classes_per_batch"] = min(s["train.classes_per_batch"], k)
+        need = s["train.images_per_class"]
+        short = sorted(c for c, n in counts.items() if n < need)
+        if short:
+            raise ConfigError(f"{method} needs {need} training images of a class in a "
+                              f"batch; {len(short)} class(es) have fewer, e.g. "
+                              f"{short[:3]}: add images or choose another method")
+    else:                                              # at most the folder's images
+        s["train.batch_size"] = min(book_profile().train.batch_size,
+                                    sum(counts.values()))
+    channels = book_profile().model.widths[-1]
+    if method == "mcloss" and k > channels:
+        raise ConfigError(f"MC-Loss gives each class at least one of the small ResNet's "
+                          f"{channels} channels; the folder has {k} classes")
     if baseline:
         return book_profile(**s)
     options = dict(regimes.COMPARED[method] or {})
