@@ -51,8 +51,8 @@ def folder_config(data: dict[str, Any], method: str, seed: int,
                                     sum(counts.values()))
     channels = book_profile().model.widths[-1]
     if method == "mcloss" and k > channels:
-        raise ConfigError(f"MC-Loss gives each class at least one of the small ResNet's "
-                          f"{channels} channels; the folder has {k} classes")
+        raise ConfigError(f"MC-Loss gives each class at least one of the small "
+                          f"ResNet's {channels} channels; the folder has {k} classes")
     if baseline:
         return book_profile(**s)
     options = dict(regimes.COMPARED[method] or {})
