@@ -345,3 +345,25 @@ def test_no_notebook_cell_carries_metadata_jupyterlab_drops_on_save(md):
     timed = [i for i, c in enumerate(nb["cells"]) if "execution" in c.get("metadata", {})]
     assert not timed, (f"{md.with_suffix('.ipynb').name}: cells {timed} carry execution "
                        "timings; remove them (jupytext.read, pop metadata['execution'], write)")
+
+
+def plain_code_lines(md: Path) -> list[tuple[int, int]]:
+    """(line number, length) of every line of a plain ``` block (a shell command, a
+    layout) at the left margin: the browser check measured about 90 characters there.
+    Code cells and other directives (```{...}) are skipped: other tests measure them."""
+    out, fence, plain = [], None, False
+    for n, line in enumerate(md.read_text().split("\n"), 1):
+        m = re.match(r"^(`{3,})(.*)$", line)
+        if fence is None and m:
+            fence, plain = m.group(1), not m.group(2).startswith("{")
+        elif fence is not None and line.rstrip() == fence:
+            fence = None
+        elif fence is not None and plain:
+            out.append((n, len(line)))
+    return out
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: p.stem)
+def test_plain_code_blocks_fit_the_column(md):
+    too_long = [f"line {n}: {k} chars" for n, k in plain_code_lines(md) if k > LINE_LIMIT]
+    assert not too_long, f"{md.name}: plain code lines over {LINE_LIMIT}: {too_long}"
