@@ -65,9 +65,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_book import find_chromium  # noqa: E402  (the book check beside this script)
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser",
-                       "google-chrome", "google-chrome-stable")
 START_TIMEOUT_S = 120          # jupyter lab answers in 4-9 s on two busy cores
 UI_TIMEOUT_MS = 90_000         # JupyterLab's page, the file browser, a notebook opening
 KERNEL_TIMEOUT_S = 120         # the kernel starting
@@ -89,17 +90,6 @@ LAB_SETTINGS = {               # user settings of the private config dir: no new
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
         {"fetchNews": "false", "checkForUpdates": False},
 }
-
-
-def find_chromium(explicit: str | None = None) -> str | None:
-    """The Chromium executable to drive: --chromium, then $CHROMIUM, then Debian's and the usual names."""
-    for candidate in (explicit, os.environ.get("CHROMIUM"), *CHROMIUM_CANDIDATES):
-        if not candidate:
-            continue
-        path = candidate if os.path.isabs(candidate) else shutil.which(candidate)
-        if path and os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
 
 
 def paired_chapters(book: Path = ROOT / "book") -> list[Path]:
